@@ -1,0 +1,1 @@
+"""FlagRelease: turn a chip x model matrix into tested, published FlagOS images."""

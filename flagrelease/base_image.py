@@ -1,0 +1,95 @@
+"""Base image step: use the chip's base when present, make it when the chip says how.
+
+Bases with a `bootstrap` recipe (the runnable cpu chip) are made offline:
+debootstrap into a directory, then `docker import`. Vendor bases (CANN, CUDA,
+MACA) are pulled, through a mirror when one is configured; when that is not
+possible the step fails before any build with the name of the missing image.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from flagrelease import docker_engine
+from flagrelease.errors import ConfigError, ServiceError
+from flagrelease.schema import Bootstrap, Chip
+
+
+class BaseImageResult(BaseModel):
+    ref: str
+    image_id: str
+    made: bool
+    seconds: float
+
+
+def base_reference(image: str, mirror: str | None) -> str:
+    """Rewrite `quay.io/ascend/cann:...` to a mirror given as 'quay.io=mirror.host/quay'."""
+    if not mirror:
+        return image
+    source, _, target = mirror.partition("=")
+    if not target:
+        raise ConfigError(
+            f"base mirror {mirror!r} is not of the form SOURCE=TARGET",
+            where="FLAGRELEASE_BASE_MIRROR / --base-mirror",
+            fix="e.g. quay.io=registry.example.com/quay",
+        )
+    if image.startswith(source.rstrip("/") + "/"):
+        return target.rstrip("/") + image[len(source.rstrip("/")):]
+    return image
+
+
+def ensure_base(client, chip: Chip, ref: str, work_dir: Path, on_line) -> BaseImageResult:
+    started = time.monotonic()
+    found = docker_engine.image_id(client, ref)
+    if found:
+        return BaseImageResult(ref=ref, image_id=found, made=False, seconds=time.monotonic() - started)
+    if chip.base.bootstrap is None:
+        on_line(f"base image {ref} not present locally, trying to pull it")
+        pulled = docker_engine.pull(client, ref)
+        if pulled:
+            return BaseImageResult(ref=ref, image_id=pulled, made=False, seconds=time.monotonic() - started)
+        raise ServiceError(
+            f"base image {ref} is not present locally and cannot be pulled",
+            where=f"chips.{chip.vendor}*: base.image",
+            fix="pre-load it (`docker load -i cann.tar` or `docker pull` on a connected host, then "
+            "`docker save | docker load`), or set a registry mirror with "
+            "--base-mirror / FLAGRELEASE_BASE_MIRROR (e.g. quay.io=registry.example.com/quay)",
+        )
+    image = make_with_debootstrap(client, chip.base.bootstrap, ref, work_dir, on_line)
+    return BaseImageResult(ref=ref, image_id=image, made=True, seconds=time.monotonic() - started)
+
+
+def make_with_debootstrap(client, recipe: Bootstrap, ref: str, work_dir: Path, on_line) -> str:
+    if shutil.which("debootstrap") is None:
+        raise ServiceError(
+            f"base image {ref} is absent and debootstrap is not installed to make it",
+            fix="apt-get install -y debootstrap (scripts/bootstrap does this)",
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="rootfs-") as rootfs:
+        cmd = ["debootstrap", f"--variant={recipe.variant}"]
+        if recipe.include:
+            cmd.append("--include=" + ",".join(recipe.include))
+        cmd += [recipe.suite, rootfs, recipe.mirror]
+        on_line(f"making base image {ref}: {' '.join(cmd)}")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ServiceError(
+                f"debootstrap of {recipe.suite} failed (exit {proc.returncode}): "
+                + "\n".join((proc.stdout + proc.stderr).splitlines()[-15:]),
+                where=recipe.mirror,
+                fix="check that the Debian mirror is reachable and the suite exists",
+            )
+        labels = {
+            "org.flagos.base.recipe": f"debootstrap --variant={recipe.variant} {recipe.suite} {recipe.mirror}",
+            "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        on_line(f"importing {ref}")
+        return docker_engine.import_rootfs(client, Path(rootfs), ref, labels)

@@ -1,0 +1,222 @@
+"""The one place that talks to the Docker Engine.
+
+Builds go through the BuildKit-capable docker CLI (secrets for CA bundles and
+index URLs; the SDK only drives the classic builder); everything else through
+the Docker SDK. Push streams are read event by event, because the SDK reports a
+failed push only inside the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from flagrelease.errors import ServiceError
+
+# Every container FlagRelease starts carries this label, so leftovers are findable.
+OWNER_LABEL = "org.flagos.flagrelease.owner"
+
+LineSink = Callable[[str], None]
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as err:
+        raise ServiceError(
+            f"cannot reach the Docker Engine: {err}",
+            where=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+            fix="start it (`dockerd >/var/log/dockerd.log 2>&1 &` as root, or scripts/bootstrap)",
+        ) from None
+    return client
+
+
+def image_id(client: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return client.images.get(ref).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def image_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
+    return client.images.get(ref).labels or {}
+
+
+def pull(client: docker.DockerClient, ref: str) -> str | None:
+    """Pull `ref`; None when it cannot be pulled (no registry reachable, unknown image)."""
+    try:
+        return client.images.pull(ref).id
+    except docker.errors.APIError:
+        return None
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """'host:5000/a/b:tag' -> ('host:5000/a/b', 'tag'); no tag means 'latest'."""
+    name, sep, tag_name = ref.rpartition(":")
+    if not sep or "/" in tag_name:
+        return ref, "latest"
+    return name, tag_name
+
+
+def import_rootfs(client: docker.DockerClient, rootfs: Path, ref: str, labels: dict[str, str]) -> str:
+    """`tar -C rootfs -c . | docker import` with labels, returning the image id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tar_path = Path(tmp) / "rootfs.tar"
+        with tarfile.open(tar_path, mode="w") as tar:
+            tar.add(rootfs, arcname=".")
+        repository, tag_name = split_ref(ref)
+        changes = [f'LABEL {k}="{v}"' for k, v in labels.items()]
+        # From a file, not a stream: the SDK's chunked upload is refused ("invalid byte in chunk length").
+        result = client.api.import_image_from_file(str(tar_path), repository=repository, tag=tag_name,
+                                                   changes=changes)
+    if "error" in str(result).lower():
+        raise ServiceError(f"docker import of {ref} failed: {result}")
+    found = image_id(client, ref)
+    if found is None:
+        raise ServiceError(f"docker import reported success but {ref} is not in the engine")
+    return found
+
+
+def build(
+    cli: str,
+    context: Path,
+    *,
+    tags: list[str],
+    labels: dict[str, str],
+    secrets: dict[str, Path],
+    platform: str,
+    on_line: LineSink,
+) -> str:
+    """BuildKit build of `context`; streams the log line by line; returns the image id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        iidfile = Path(tmp) / "iid"
+        cmd = [cli, "build", "--progress=plain", "--platform", platform, "--iidfile", str(iidfile)]
+        for tag in tags:
+            cmd += ["--tag", tag]
+        for key, value in labels.items():
+            cmd += ["--label", f"{key}={value}"]
+        for name, path in secrets.items():
+            cmd += ["--secret", f"id={name},src={path}"]
+        cmd.append(str(context))
+        env = os.environ | {"DOCKER_BUILDKIT": "1"}
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        except FileNotFoundError:
+            raise ServiceError(
+                f"docker CLI {cli!r} not found",
+                fix="install Debian's docker.io (BuildKit built in) or set FLAGRELEASE_DOCKER_CLI",
+            ) from None
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            on_line(line)
+            tail = (tail + [line])[-40:]
+        if proc.wait() != 0:
+            raise ServiceError(
+                f"docker build failed (exit {proc.returncode}); last lines:\n" + "\n".join(tail),
+                where=str(context / "Dockerfile"),
+            )
+        return iidfile.read_text().strip()
+
+
+def tag(client: docker.DockerClient, image: str, repository: str, tag_name: str) -> None:
+    client.images.get(image).tag(repository, tag_name)
+
+
+def push(client: docker.DockerClient, repository: str, tag_name: str,
+         auth: dict[str, str] | None, on_line: LineSink) -> str:
+    """Push one tag and return the manifest digest the registry reported.
+
+    Any `error` event fails the push, whatever the HTTP status of the stream.
+    """
+    digest = None
+    try:
+        stream = client.api.push(repository, tag=tag_name, stream=True, decode=True, auth_config=auth)
+        for event in stream:
+            if "error" in event or "errorDetail" in event:
+                detail = event.get("errorDetail", {}).get("message") or event.get("error")
+                raise ServiceError(f"push of {repository}:{tag_name} failed: {detail}", where=repository)
+            if "aux" in event and "Digest" in event["aux"]:
+                digest = event["aux"]["Digest"]
+            if event.get("status") and not event.get("progressDetail"):
+                on_line(f"{event.get('id', '')} {event['status']}".strip())
+    except docker.errors.APIError as err:
+        raise ServiceError(f"push of {repository}:{tag_name} failed: {err.explanation or err}",
+                           where=repository) from None
+    if digest is None:
+        raise ServiceError(f"push of {repository}:{tag_name} ended without a digest", where=repository)
+    return digest
+
+
+def pull_by_digest(client: docker.DockerClient, repository: str, digest: str,
+                   auth: dict[str, str] | None = None) -> str:
+    try:
+        return client.images.pull(f"{repository}@{digest}", auth_config=auth).id
+    except docker.errors.APIError as err:
+        raise ServiceError(f"pull of {repository}@{digest} failed: {err.explanation or err}") from None
+
+
+@contextmanager
+def running_container(client: docker.DockerClient, image: str, *, name: str, env: dict[str, str],
+                      container_port: int, volumes: dict[str, dict[str, str]], devices: list[str],
+                      shm_size: str | None, owner: str) -> Iterator[docker.models.containers.Container]:
+    """Run `image` detached with its port published on 127.0.0.1 only; always removed on exit
+    (success, failure, timeout, Ctrl-C)."""
+    container = None
+    try:
+        container = client.containers.run(
+            image,
+            name=name,
+            detach=True,
+            environment=env,
+            ports={f"{container_port}/tcp": ("127.0.0.1", None)},
+            volumes=volumes,
+            devices=[f"{d}:{d}" for d in devices],
+            shm_size=shm_size,
+            labels={OWNER_LABEL: owner},
+        )
+        yield container
+    except docker.errors.APIError as err:
+        raise ServiceError(f"cannot start container from {image}: {err.explanation or err}") from None
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+def published_port(container, container_port: int) -> int:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{container_port}/tcp") or []
+    for binding in bindings:
+        if binding["HostIp"] == "127.0.0.1":
+            return int(binding["HostPort"])
+    raise ServiceError(f"container {container.name} has no port {container_port} published on 127.0.0.1")
+
+
+def container_state(container) -> tuple[str, int | None]:
+    container.reload()
+    state = container.attrs["State"]
+    return state["Status"], state.get("ExitCode")
+
+
+def container_log(container) -> str:
+    try:
+        return container.logs(stdout=True, stderr=True).decode(errors="replace")
+    except docker.errors.APIError:
+        return ""
+
+
+def containers_owned_by(client: docker.DockerClient, owner: str) -> list[str]:
+    return [c.name for c in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]

@@ -1,0 +1,113 @@
+"""Smoke step: start the image with the chip's runtime, wait for the serve stack, ask it.
+
+Pass means: the container stays up, /health turns 200 before the deadline,
+/v1/models lists the served model name, and a chat completion returns a
+non-empty choice with `usage`. The container is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from flagrelease import docker_engine
+from flagrelease.render import served_name
+from flagrelease.schema import Cell
+from flagrelease.serve_client import ServeClient
+
+SMOKE_PROMPT = [{"role": "user", "content": "Say hello in one word."}]
+
+
+class RunOptions(BaseModel):
+    env: dict[str, str]
+    volumes: dict[str, dict[str, str]]
+    devices: list[str]
+    shm_size: str | None
+    port: int
+
+
+class SmokeResult(BaseModel):
+    passed: bool
+    error: str | None = None
+    container: str
+    host_port: int | None = None
+    ready_seconds: float | None = None
+    seconds: float
+    models: list[str] = []
+    reply: str = ""
+    usage: dict[str, Any] = {}
+    log: str = ""
+
+
+def run_options(cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = None,
+                visible_devices: str = "0") -> RunOptions:
+    """`docker run` options from the chip's runtime block and the model's weights mount."""
+    runtime = cell.chip.runtime
+    env = dict(runtime.env)
+    if runtime.visible_devices_env:
+        env[runtime.visible_devices_env] = visible_devices
+    if use_flaggems is not None:
+        env["USE_FLAGGEMS"] = "true" if use_flaggems else "false"
+    volumes = {str(weights_dir.resolve()): {"bind": cell.weights_mount, "mode": "ro"}}
+    for mount in runtime.mounts:
+        volumes[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
+    return RunOptions(env=env, volumes=volumes, devices=list(runtime.devices), shm_size=runtime.shm_size,
+                      port=cell.model.serve.engine_args["port"])
+
+
+def smoke_test(client, image: str, cell: Cell, options: RunOptions, *, owner: str,
+               timeout_s: float = 120.0, on_line=print) -> SmokeResult:
+    started = time.monotonic()
+    name = f"flagrelease-smoke-{cell.slug}-{uuid.uuid4().hex[:8]}"
+    want = served_name(cell)
+    with docker_engine.running_container(
+        client, image, name=name, env=options.env, container_port=options.port,
+        volumes=options.volumes, devices=options.devices, shm_size=options.shm_size, owner=owner,
+    ) as container:
+        result = SmokeResult(passed=False, container=name, seconds=0.0)
+        try:
+            result.host_port = docker_engine.published_port(container, options.port)
+            with ServeClient(f"http://127.0.0.1:{result.host_port}", timeout=60.0) as api:
+                on_line(f"waiting for {want} on 127.0.0.1:{result.host_port} (deadline {timeout_s:.0f} s)")
+                result.error = _wait_ready(container, api, started + timeout_s)
+                if result.error is None:
+                    result.ready_seconds = time.monotonic() - started
+                    result.error = _ask(api, want, result)
+        except httpx.HTTPError as err:
+            result.error = f"serve API error: {type(err).__name__}: {err}"
+        finally:
+            result.log = docker_engine.container_log(container)
+            result.seconds = time.monotonic() - started
+    result.passed = result.error is None
+    return result
+
+
+def _wait_ready(container, api: ServeClient, deadline: float) -> str | None:
+    while time.monotonic() < deadline:
+        status, code = docker_engine.container_state(container)
+        if status in ("exited", "dead"):
+            return f"the serve stack exited (code {code}) before becoming ready"
+        if api.health() == 200:
+            return None
+        time.sleep(0.25)
+    return "the serve stack did not become ready before the deadline"
+
+
+def _ask(api: ServeClient, want: str, result: SmokeResult) -> str | None:
+    result.models = api.models()
+    if want not in result.models:
+        return f"/v1/models lists {result.models}, not the served model name {want!r}"
+    reply = api.chat(want, SMOKE_PROMPT, max_tokens=16, temperature=0.0)
+    choices = reply.get("choices") or []
+    result.reply = (choices[0].get("message", {}).get("content") or "") if choices else ""
+    result.usage = reply.get("usage") or {}
+    if not result.reply:
+        return "chat completion returned no choice content"
+    if not result.usage.get("completion_tokens"):
+        return f"chat completion carries no usage: {reply}"
+    return None

@@ -1,0 +1,157 @@
+"""Prefect flow `release-cell`: one cell of the matrix, base -> build -> smoke -> push.
+
+Only wiring lives here; every step is a plain function in `flagrelease`.
+Run it with `flagrelease build --model M --chip C` (embedded Prefect server)
+or deploy it: `flagrelease_flow.serve(...)` / a work pool, with the same parameters.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flagrelease import base_image, build, docker_engine, naming, publish, render, smoke, weights
+from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
+from flagrelease.matrix import find_matrix, load_matrix, select
+from flagrelease.record import ReleaseRecord
+from flagrelease.schema import Cell, MatrixFile
+from flagrelease.settings import Settings
+
+
+def _log(line: str) -> None:
+    get_run_logger().info(line)
+
+
+@task(name="registry", cache_policy=NO_CACHE)
+def registry_task(settings: Settings) -> str:
+    return publish.resolve_registry(settings)
+
+
+@task(name="weights", cache_policy=NO_CACHE)
+def weights_task(cell: Cell, settings: Settings) -> Path:
+    return weights.ensure_weights(cell, settings.weights_dir / cell.model_id)
+
+
+@task(name="base-image", cache_policy=NO_CACHE)
+def base_task(cell: Cell, matrix: MatrixFile, settings: Settings) -> base_image.BaseImageResult:
+    ref = base_image.base_reference(cell.chip.base.image, settings.build.base_mirror)
+    return base_image.ensure_base(docker_engine.connect(), cell.chip, ref, settings.home / "tmp", _log)
+
+
+@task(name="render", cache_policy=NO_CACHE)
+def render_task(cell: Cell, matrix: MatrixFile, settings: Settings, run_id: str) -> render.BuildContext:
+    return render.render_context(cell, matrix, settings.build, settings.contexts_dir / cell.slug / run_id)
+
+
+@task(name="build", cache_policy=NO_CACHE)
+def build_task(cell: Cell, ctx: render.BuildContext, base: base_image.BaseImageResult, settings: Settings,
+               repository: str, tag: str) -> build.ImageRef:
+    return build.build_image(docker_engine.connect(), cell, ctx, base, settings.build,
+                             repository=repository, tag=tag, on_line=_log)
+
+
+@task(name="smoke", cache_policy=NO_CACHE)
+def smoke_task(cell: Cell, image: build.ImageRef, weights_dir: Path, run_id: str,
+               timeout_s: float) -> smoke.SmokeResult:
+    options = smoke.run_options(cell, weights_dir)
+    return smoke.smoke_test(docker_engine.connect(), image.image_id, cell, options, owner=run_id,
+                            timeout_s=timeout_s, on_line=_log)
+
+
+def _retry_push(task, task_run, state) -> bool:
+    """Retry transient push failures, never an immutable-tag refusal."""
+    try:
+        state.result()
+    except ServiceError as err:
+        return "already exists" not in err.problem
+    except Exception:
+        return True
+    return False
+
+
+@task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
+def push_task(image: build.ImageRef, registry: str, repository: str, tag: str) -> publish.PublishResult:
+    return publish.push_release(docker_engine.connect(), image.image_id, registry, repository, tag, on_line=_log)
+
+
+@contextmanager
+def _timed(record: ReleaseRecord, stage: str):
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        record.timings[stage] = round(time.monotonic() - started, 2)
+
+
+def one_cell(matrix: MatrixFile, model: str, chip: str) -> Cell:
+    cells = select(matrix, chip=chip, model=model)
+    if len(cells) != 1:
+        raise ConfigError(f"release-cell takes one cell; {model} x {chip} selects {len(cells)}",
+                          fix="pass a chip id, not a vendor family")
+    return cells[0]
+
+
+@flow(name="release-cell")
+def release_cell(model: str, chip: str, matrix: str | None = None, registry: str | None = None,
+                 push: bool = True, smoke_timeout_s: float = 180.0) -> ReleaseRecord:
+    """Release one cell: `release_cell("tiny-llama", "cpu")`."""
+    settings = Settings(registry=registry) if registry else Settings()
+    matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
+    cell = one_cell(matrix_file, model, chip)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    tag = naming.timestamp_tag()
+    record = ReleaseRecord(run_id=run_id, started=datetime.now(timezone.utc), cell=cell.slug,
+                           model=cell.model_id, chip=cell.chip_id)
+    try:
+        with _timed(record, "registry"):
+            registry_addr = registry_task(settings) if push else None
+        with _timed(record, "weights"):
+            weights_dir = weights_task(cell, settings)
+        with _timed(record, "base"):
+            record.base = base_task(cell, matrix_file, settings)
+        with _timed(record, "render"):
+            ctx = render_task(cell, matrix_file, settings, run_id)
+        record.pins, record.context_hash = ctx.pins, ctx.context_hash
+        repository = naming.full_repository(None, matrix_file.release.namespace, ctx.repository_name)
+        with _timed(record, "build"):
+            record.image = build_task(cell, ctx, record.base, settings, repository, tag)
+        with _timed(record, "smoke"):
+            record.smoke = smoke_task(cell, record.image, weights_dir, run_id, smoke_timeout_s)
+        if not record.smoke.passed:
+            raise ServiceError(
+                f"smoke test failed: {record.smoke.error}\n--- container log (tail) ---\n"
+                + "\n".join(record.smoke.log.splitlines()[-25:]),
+                where=f"image {record.image.ref}",
+                fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
+            )
+        if registry_addr is not None:
+            with _timed(record, "push"):
+                record.publish = push_task(record.image, registry_addr, repository, tag)
+        record.status = "released" if record.publish else "built"
+    except BaseException as err:  # Ctrl-C too: the record says how far the run got
+        record.status = "failed"
+        record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record.save(settings.results_dir)
+        create_markdown_artifact(key=f"release-{cell.slug}", markdown=_summary_markdown(record),
+                                 description=f"FlagRelease {cell.label}")
+    return record
+
+
+def _summary_markdown(record: ReleaseRecord) -> str:
+    rows = [
+        ("status", record.status),
+        ("image", record.image.ref if record.image else "-"),
+        ("digest", record.publish.pull_ref if record.publish else "-"),
+        ("smoke", ("passed" if record.smoke.passed else f"failed: {record.smoke.error}") if record.smoke else "-"),
+    ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n"
