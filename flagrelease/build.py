@@ -38,11 +38,14 @@ class ImageRef(BaseModel):
         return f"{self.repository}:{self.tag}"
 
 
-def build_labels(ctx: BuildContext, base: BaseImageResult, tag: str, now: datetime) -> dict[str, str]:
-    """Labels only known at build time, on top of the ones the Dockerfile carries."""
+def build_labels(ctx: BuildContext, base: BaseImageResult, now: datetime) -> dict[str, str]:
+    """Labels only known at build time, on top of the ones the Dockerfile carries.
+
+    They describe the build, not a release: a reused image keeps its labels and
+    gains release tags, so no label names a release tag.
+    """
     labels = {
         "org.opencontainers.image.created": now.isoformat(timespec="seconds"),
-        "org.opencontainers.image.version": tag,
         BASE_ID_LABEL: base.image_id,
         CONTEXT_HASH_LABEL: ctx.context_hash,
     }
@@ -78,7 +81,7 @@ def build_image(client, cell: Cell, ctx: BuildContext, base: BaseImageResult, bu
         docker_engine.tag(client, existing, repository, tag)
         return ImageRef(image_id=existing, repository=repository, tag=tag, reused=True,
                         labels=docker_engine.image_labels(client, existing), seconds=time.monotonic() - started)
-    labels = build_labels(ctx, base, tag, now)
+    labels = build_labels(ctx, base, now)
     with tempfile.TemporaryDirectory() as tmp:
         secrets = _secret_files(build, Path(tmp))
         image_id = docker_engine.build(build.docker_cli, ctx.path, tags=[f"{repository}:{tag}"], labels=labels,

@@ -89,6 +89,7 @@ def _summary(record) -> dict:
         "status": record.status,
         "image": record.image.ref if record.image else None,
         "image_id": record.image.image_id if record.image else None,
+        "reused": record.image.reused if record.image else None,
         "tags": record.publish.tags if record.publish else [],
         "repository": f"{record.publish.registry}/{record.publish.repository}" if record.publish else None,
         "digest": record.publish.digest if record.publish else None,
@@ -104,18 +105,19 @@ def _summary(record) -> dict:
 
 
 def _print_table(records) -> None:
-    if not records:
-        return
-    table = Table(title="FlagRelease summary")
-    for column in ("cell", "status", "image", "digest", "smoke", "seconds by stage"):
-        table.add_column(column, overflow="fold")
+    """One block per cell: image names are too long for a column layout."""
     for r in records:
-        table.add_row(
-            r.cell, r.status, r.image.ref if r.image else "-", r.publish.pull_ref if r.publish else "-",
-            "passed" if r.smoke and r.smoke.passed else "-",
-            ", ".join(f"{k} {v}" for k, v in r.timings.items()),
-        )
-    out.print(table)
+        table = Table(title=f"{r.cell}: {r.status}", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("image", r.image.ref if r.image else "-")
+        table.add_row("built", ("reused " if r.image and r.image.reused else "") + (r.image.image_id[:19] if r.image else "-"))
+        table.add_row("pull", r.publish.pull_ref if r.publish else "-")
+        if r.smoke:
+            table.add_row("smoke", f"passed, ready in {r.smoke.ready_seconds:.1f} s, "
+                          f"{r.smoke.usage.get('completion_tokens')} tokens" if r.smoke.passed else f"failed: {r.smoke.error}")
+        table.add_row("seconds", "  ".join(f"{k} {v}" for k, v in r.timings.items()))
+        out.print(table)
 
 
 @app.command()

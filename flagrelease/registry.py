@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import httpx
 
 from flagrelease.errors import ServiceError
+from flagrelease.loopback import is_loopback
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -18,12 +17,7 @@ MANIFEST_TYPES = ", ".join([
 
 def base_url(registry: str) -> str:
     """Loopback registries speak plain HTTP (as dockerd allows for 127.0.0.0/8); others HTTPS."""
-    host = registry.rsplit(":", 1)[0]
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    return f"{'http' if loopback else 'https'}://{registry}"
+    return f"{'http' if is_loopback(registry.rsplit(':', 1)[0]) else 'https'}://{registry}"
 
 
 class RegistryClient:

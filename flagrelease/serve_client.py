@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 
+from flagrelease.loopback import is_loopback
+
 
 def loopback_url(base_url: str) -> str:
     """Refuse any address but loopback: containers are reached only through ports
     published on 127.0.0.1, never through their bridge address."""
-    host = urlparse(base_url).hostname or ""
-    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+    if not is_loopback(urlparse(base_url).hostname or ""):
         raise ValueError(f"{base_url}: FlagRelease talks to served models on 127.0.0.1 only")
     return base_url.rstrip("/")
 

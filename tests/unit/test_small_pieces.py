@@ -1,0 +1,57 @@
+"""Settings, loopback rule, runtime options: pure logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from flagrelease.base_image import base_reference
+from flagrelease.errors import ConfigError
+from flagrelease.matrix import load_matrix, select
+from flagrelease.registry import base_url
+from flagrelease.serve_client import loopback_url
+from flagrelease.settings import BuildSettings
+from flagrelease.smoke import run_options
+from tests.conftest import ROOT
+
+
+def test_pip_index_url_never_shows_in_repr_or_dump():
+    settings = BuildSettings(pip_index_url=SecretStr("https://user:hunter2@pypi.example/simple"))
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.model_dump_json()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:80"])
+def test_loopback_allowed(url):
+    assert loopback_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["http://172.17.0.2:9010", "http://10.0.0.1:80", "http://example.com"])
+def test_non_loopback_refused(url):
+    with pytest.raises(ValueError, match="127.0.0.1 only"):
+        loopback_url(url)
+
+
+def test_registry_scheme():
+    assert base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert base_url("harbor.baai.ac.cn") == "https://harbor.baai.ac.cn"
+
+
+def test_base_mirror_rewrite():
+    ref = "quay.io/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"
+    assert base_reference(ref, "quay.io=mirror.example.com/quay") == \
+        "mirror.example.com/quay/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"
+    assert base_reference(ref, None) == ref
+    assert base_reference("flagrelease/debian-minbase:sid", "quay.io=m/q") == "flagrelease/debian-minbase:sid"
+    with pytest.raises(ConfigError, match="SOURCE=TARGET"):
+        base_reference(ref, "quay.io")
+
+
+def test_run_options_mount_weights_read_only_and_take_chip_env(tmp_path):
+    cell = select(load_matrix(ROOT / "matrix.yaml"), chip="cpu", model="tiny-llama")[0]
+    options = run_options(cell, tmp_path, use_flaggems=True)
+    assert options.volumes == {str(tmp_path.resolve()): {"bind": "/data/weights/tiny-llama", "mode": "ro"}}
+    assert options.env == {"OMP_NUM_THREADS": "2", "USE_FLAGGEMS": "true"}
+    assert options.port == 9010
