@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +65,7 @@ def build(
     except FlagReleaseError as err:
         _fail(err, as_json)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     from flows.release_cell import release_cell  # Prefect loads here, not at start-up
 
     records, failure = [], None
@@ -81,6 +83,10 @@ def build(
         _print_table(records)
     if failure is not None:
         _fail(failure, False)
+
+
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _summary(record) -> dict:

@@ -59,8 +59,11 @@ def test_engine_that_dies_fails_fast_with_its_log(released, cell, docker_client,
     assert _owned(docker_client, owner) == []
 
 
+# A terminal user's Ctrl-C: restore the default handler, which a non-interactive
+# parent (CI running us in the background) may have set to "ignore".
 CTRL_C_SCRIPT = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from flagrelease import docker_engine
 from flagrelease.matrix import load_matrix, select
