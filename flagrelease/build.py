@@ -1,12 +1,14 @@
 """Build step: the rendered context becomes an image, labelled with every pin.
 
-An image already built from the same context (same `org.flagos.context-hash`)
-on the same base is reused rather than rebuilt, as vLLM's pipeline skips tags
-that exist.
+An image already built from the same context on the same base is reused
+rather than rebuilt, as vLLM's pipeline skips tags that exist. The build is
+found by a local `build-<key>` tag, not by its labels: an image derived FROM
+ours inherits the labels but is not our build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tempfile
 import time
@@ -64,18 +66,17 @@ def _project_revision() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def find_existing(client, ctx: BuildContext, base: BaseImageResult) -> str | None:
-    for image in client.images.list(filters={"label": f"{CONTEXT_HASH_LABEL}={ctx.context_hash}"}):
-        if image.labels.get(BASE_ID_LABEL) == base.image_id:
-            return image.id
-    return None
+def build_tag(ctx: BuildContext, base: BaseImageResult) -> str:
+    """Local tag naming one build: the context's bytes and the base image it ran on."""
+    return "build-" + hashlib.sha256(f"{ctx.context_hash}\0{base.image_id}".encode()).hexdigest()[:20]
 
 
 def build_image(client, cell: Cell, ctx: BuildContext, base: BaseImageResult, build: BuildSettings, *,
                 repository: str, tag: str, now: datetime | None = None, on_line=print) -> ImageRef:
     started = time.monotonic()
     now = now or datetime.now(timezone.utc)
-    existing = find_existing(client, ctx, base)
+    key = build_tag(ctx, base)
+    existing = docker_engine.image_id(client, f"{repository}:{key}")
     if existing:
         on_line(f"context {ctx.context_hash[:12]} already built as {existing[:19]}; reusing it")
         docker_engine.tag(client, existing, repository, tag)
@@ -84,8 +85,8 @@ def build_image(client, cell: Cell, ctx: BuildContext, base: BaseImageResult, bu
     labels = build_labels(ctx, base, now)
     with tempfile.TemporaryDirectory() as tmp:
         secrets = _secret_files(build, Path(tmp))
-        image_id = docker_engine.build(build.docker_cli, ctx.path, tags=[f"{repository}:{tag}"], labels=labels,
-                                       secrets=secrets, platform=cell.chip.platform, on_line=on_line)
+        image_id = docker_engine.build(build.docker_cli, ctx.path, tags=[f"{repository}:{tag}", f"{repository}:{key}"],
+                                       labels=labels, secrets=secrets, platform=cell.chip.platform, on_line=on_line)
     return ImageRef(image_id=image_id, repository=repository, tag=tag, reused=False,
                     labels=docker_engine.image_labels(client, image_id), seconds=time.monotonic() - started)
 

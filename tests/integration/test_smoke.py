@@ -106,3 +106,20 @@ def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docke
         status, code = docker_engine.container_state(container)
         assert (status, code) == ("exited", 143)
         assert "stopping the engine" in docker_engine.container_log(container)
+
+
+def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging_image, cell, docker_client,
+                                                               tmp_path):
+    """The derived image carries our labels (context hash included) but is not our build."""
+    from flagrelease import base_image, build, render
+    from flagrelease.settings import Settings
+
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    settings = Settings()
+    ctx = render.render_context(cell, matrix, settings.build, tmp_path / "ctx")
+    base = base_image.ensure_base(docker_client, cell.chip, ctx.base_image, tmp_path, lambda _: None)
+    repository = released["image"].rsplit(":", 1)[0]
+    image = build.build_image(docker_client, cell, ctx, base, settings.build, repository=repository,
+                              tag="reuse-test", on_line=lambda _: None)
+    assert image.reused and image.image_id == released["image_id"] != hanging_image
+    docker_client.images.remove(f"{repository}:reuse-test")
