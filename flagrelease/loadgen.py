@@ -13,7 +13,9 @@ minus the probe's tokenized length), which is subtracted. Servers without
 are approximate; every trace keeps the server's usage.prompt_tokens either way.
 
 Each level gets fresh prompts (seeded per level) and the warm-ups their own, so no
-measured request finds its prompt already in a prefix cache.
+measured request finds its prompt already in a prefix cache. Rerunning a seed
+against the same server process does find them cached (llama-server keeps old
+prompts in RAM): pass a new seed, or start a fresh server, to measure prefill.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 import httpx
@@ -45,8 +48,8 @@ async def bench(base_url: str, model: str, *, input_len: int, output_len: int, n
                 max_concurrency: int, request_rate: float = math.inf, num_warmups: int = 1,
                 seed: int = 0, request_timeout_s: float = 120.0) -> PerfResult:
     """One level: `num_prompts` measured requests (plus unmeasured warm-ups) of one shape."""
-    if num_prompts < 1 or max_concurrency < 1 or output_len < 1:
-        raise ValueError("num_prompts, max_concurrency and output_len must be at least 1")
+    if num_prompts < 1 or max_concurrency < 1 or output_len < 1 or not request_rate > 0:
+        raise ValueError("num_prompts, max_concurrency, output_len and request_rate must be positive")
     rng = random.Random(seed)
     async with _client(base_url, request_timeout_s) as client:
         count = await _server_counter(client) or await _estimated_counter(client, model, rng, request_timeout_s)
@@ -56,7 +59,7 @@ async def bench(base_url: str, model: str, *, input_len: int, output_len: int, n
             raise ServiceError(f"probe request to {model} failed: {probed.error}", where=base_url)
         prompt_tokens = input_len - (probed.prompt_len - await count(probe))
         if prompt_tokens < 1:
-            raise ValueError(f"input_len {input_len} leaves no room for a prompt next to the tokens the server adds")
+            raise ValueError(f"input_len {input_len} leaves no room for a prompt beside the tokens the server adds")
         limit = asyncio.Semaphore(TOKENIZE_PARALLEL)
 
         async def fitted(text: str) -> str:
@@ -82,8 +85,7 @@ def sweep(base_url: str, model: str, concurrencies: list[int], shapes: list[tupl
     """Every (input_len, output_len) shape at every concurrency, one level after another."""
     async def levels() -> list[PerfResult]:
         results = []
-        for index, ((input_len, output_len), concurrency) in enumerate(
-                (shape, c) for shape in shapes for c in concurrencies):
+        for index, ((input_len, output_len), concurrency) in enumerate(product(shapes, concurrencies)):
             results.append(await bench(
                 base_url, model, input_len=input_len, output_len=output_len, num_prompts=num_prompts,
                 max_concurrency=concurrency, request_rate=request_rate, num_warmups=num_warmups,
@@ -104,8 +106,10 @@ def plot_sweep(results: list[PerfResult], path: Path | str) -> None:
         label = f"in {shape[0]} / out {shape[1]}"
         throughput.plot(x, [r.output_throughput for r in level], marker="o", label=label)
         ttft.plot(x, [r.mean_ttft_ms for r in level], marker="o", label=label)
+    concurrencies = sorted({r.max_concurrency for r in results})
     for ax, ylabel in ((throughput, "output throughput (tok/s)"), (ttft, "mean TTFT (ms)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(concurrencies, labels=[str(c) for c in concurrencies])
         ax.set_xlabel("max concurrency")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
@@ -140,7 +144,7 @@ async def _run(client: httpx.AsyncClient, model: str, prompts: list[str], output
 
 
 async def _stream_completion(client: httpx.AsyncClient, model: str, prompt: str, output_len: int,
-                       timeout_s: float) -> RequestTrace:
+                             timeout_s: float) -> RequestTrace:
     body = {"model": model, "prompt": prompt, "max_tokens": output_len,
             "temperature": 0.0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     now = time.perf_counter()
@@ -148,7 +152,8 @@ async def _stream_completion(client: httpx.AsyncClient, model: str, prompt: str,
     error = ""
     try:
         async with asyncio.timeout(timeout_s):
-            # llama-server drops ~40% of requests sent on a connection that carried a stream.
+            # llama-server drops many requests (a quarter at concurrency 4) that reuse a
+            # keep-alive connection which carried a stream: one connection per stream.
             async with client.stream("POST", "/v1/completions", json=body,
                                      headers={"Connection": "close"}) as response:
                 if response.status_code != 200:
@@ -216,8 +221,8 @@ async def _server_counter(client: httpx.AsyncClient) -> TokenCount | None:
 
 async def _estimated_counter(client: httpx.AsyncClient, model: str, rng: random.Random,
                              timeout_s: float) -> TokenCount:
-    """Chars per token from two probes of different lengths: the template's tokens cancel out."""
-    short, long = _words(rng, 40), _words(rng, 200)
+    """Chars per token from two probes of different lengths: what the server adds cancels out."""
+    short, long = _words(rng, 10), _words(rng, 40)  # long stays well inside any context window
     used = [await _stream_completion(client, model, text, 1, timeout_s) for text in (short, long)]
     if not all(t.success for t in used) or used[1].prompt_len <= used[0].prompt_len:
         raise ServiceError("cannot size prompts: the server has no /tokenize and reports no usage",

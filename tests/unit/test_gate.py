@@ -87,8 +87,9 @@ def test_classic_fails_a_small_benchmark_the_statistical_rule_cannot_judge():
 
 def test_classic_drop_of_exactly_the_margin_passes():
     # 0.70 - 0.75 is -0.05000000000000004 in floating point
-    assert judge_accuracy("X", BenchScore(score=0.75, n=100), BenchScore(score=0.70, n=100), CLASSIC).verdict == "PASS"
-    assert judge_accuracy("X", BenchScore(score=0.75, n=100), BenchScore(score=0.6999, n=100), CLASSIC).verdict == "FAIL"
+    ref = BenchScore(score=0.75, n=100)
+    assert judge_accuracy("X", ref, BenchScore(score=0.70, n=100), CLASSIC).verdict == "PASS"
+    assert judge_accuracy("X", ref, BenchScore(score=0.6999, n=100), CLASSIC).verdict == "FAIL"
 
 
 def test_large_unpaired_drop_fails():
@@ -144,7 +145,8 @@ def test_per_question_count_must_match_n():
 
 
 def level(out, total, c=4):
-    return PerfRatio(max_concurrency=c, input_len=128, output_len=32, output_throughput=out, total_token_throughput=total)
+    return PerfRatio(max_concurrency=c, input_len=128, output_len=32, output_throughput=out,
+                     total_token_throughput=total)
 
 
 @pytest.mark.parametrize("out,total,verdict", [
