@@ -45,7 +45,13 @@ def base_reference(image: str, mirror: str | None) -> str:
     return image
 
 
-def ensure_base(client, chip: Chip, ref: str, work_dir: Path, on_line) -> BaseImageResult:
+def missing_base(ref: str, chip_id: str) -> str:
+    return (f"base image {ref} (chips.{chip_id}.base.image) is not present locally and cannot be pulled. "
+            "Fix: pre-load it (`docker save` it on a connected host, `docker load -i` here), or set a registry "
+            "mirror with FLAGRELEASE_BASE_MIRROR, e.g. quay.io=registry.example.com/quay")
+
+
+def ensure_base(client, chip: Chip, chip_id: str, ref: str, work_dir: Path, on_line) -> BaseImageResult:
     started = time.monotonic()
     found = docker_engine.image_id(client, ref)
     if found:
@@ -55,13 +61,7 @@ def ensure_base(client, chip: Chip, ref: str, work_dir: Path, on_line) -> BaseIm
         pulled = docker_engine.pull(client, ref)
         if pulled:
             return BaseImageResult(ref=ref, image_id=pulled, made=False, seconds=time.monotonic() - started)
-        raise ServiceError(
-            f"base image {ref} is not present locally and cannot be pulled",
-            where=f"chips.{chip.vendor}*: base.image",
-            fix="pre-load it (`docker load -i cann.tar` or `docker pull` on a connected host, then "
-            "`docker save | docker load`), or set a registry mirror with "
-            "--base-mirror / FLAGRELEASE_BASE_MIRROR (e.g. quay.io=registry.example.com/quay)",
-        )
+        raise ServiceError(missing_base(ref, chip_id))
     image = make_with_debootstrap(client, chip.base.bootstrap, ref, work_dir, on_line)
     return BaseImageResult(ref=ref, image_id=image, made=True, seconds=time.monotonic() - started)
 

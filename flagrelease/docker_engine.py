@@ -18,6 +18,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.types
 
 from flagrelease.errors import ServiceError
 
@@ -95,11 +96,14 @@ def build(
     secrets: dict[str, Path],
     platform: str,
     on_line: LineSink,
+    target: str | None = None,
 ) -> str:
-    """BuildKit build of `context`; streams the log line by line; returns the image id."""
+    """BuildKit build of `context` (up to stage `target`); streams the log; returns the image id."""
     with tempfile.TemporaryDirectory() as tmp:
         iidfile = Path(tmp) / "iid"
         cmd = [cli, "build", "--progress=plain", "--platform", platform, "--iidfile", str(iidfile)]
+        if target:
+            cmd += ["--target", target]
         for tag in tags:
             cmd += ["--tag", tag]
         for key, value in labels.items():
@@ -169,7 +173,7 @@ def pull_by_digest(client: docker.DockerClient, repository: str, digest: str,
 @contextmanager
 def running_container(client: docker.DockerClient, image: str, *, name: str, env: dict[str, str],
                       container_port: int, volumes: dict[str, dict[str, str]], devices: list[str],
-                      shm_size: str | None, owner: str) -> Iterator[docker.models.containers.Container]:
+                      shm_size: str | None, owner: str, gpus: bool = False) -> Iterator[docker.models.containers.Container]:
     """Run `image` detached with its port published on 127.0.0.1 only; always removed on exit
     (success, failure, timeout, Ctrl-C)."""
     container = None
@@ -183,6 +187,7 @@ def running_container(client: docker.DockerClient, image: str, *, name: str, env
             volumes=volumes,
             devices=[f"{d}:{d}" for d in devices],
             shm_size=shm_size,
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None,
             labels={OWNER_LABEL: owner},
         )
         yield container

@@ -22,7 +22,7 @@ from flagrelease.settings import BuildSettings
 
 CONTAINER_EXP_DIR = "/workspace/outputs"
 SERVE_IDS = {"vllm": "vllm_model", "llama_cpp": "vllm_model", "sglang": "sglang_model"}
-SERVE_PYTHON = {"llama_cpp": "/opt/flagscale/bin/python"}
+
 
 
 class BuildContext(BaseModel):
@@ -100,12 +100,16 @@ def serve_config(cell: Cell) -> tuple[str, str]:
             "task": {"type": "serve"},
             "runner": {"hostfile": None, "deploy": {"use_fs_serve": False}},
             "envs": {},
-        },
+        } | _before_start(cell),
         "action": "run",
         "hydra": {"run": {"dir": "${experiment.exp_dir}/hydra"}},
     }
-    dump = lambda data: yaml.safe_dump(data, sort_keys=False)  # noqa: E731
-    return dump(experiment), dump([entry])
+    return yaml.safe_dump(experiment, sort_keys=False), yaml.safe_dump([entry], sort_keys=False)
+
+
+def _before_start(cell: Cell) -> dict:
+    scripts = cell.chip.serve_env_scripts
+    return {"cmds": {"before_start": " && ".join(f"source {s}" for s in scripts)}} if scripts else {}
 
 
 def _environment(templates: Path) -> jinja2.Environment:
@@ -135,7 +139,6 @@ def render_dockerfile(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> t
             base_image=base,
             port=cell.model.serve.engine_args["port"],
             use_flaggems="true" if cell.chip.stack.flaggems != NONE else "false",
-            serve_python=SERVE_PYTHON.get(cell.chip.stack.engine, "python3"),
             settings=build,
         )
     except jinja2.TemplateNotFound as err:

@@ -6,10 +6,12 @@ pattern here, so that no pin can smuggle in a newline, a quote or a space.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 NONE = "none"
 
@@ -21,7 +23,8 @@ ImageRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$")]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$")]
+# URLs reach shell commands inside builds: no quotes, `$`, backticks, `;`, `&` or spaces.
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/@%+-]+$")]
 
 
 class Strict(BaseModel):
@@ -62,6 +65,7 @@ class Runtime(Strict):
     mounts: list[Mount] = []
     env: dict[EnvName, SafeValue] = {}
     visible_devices_env: EnvName | None = None
+    gpus: bool = Field(default=False, description="request all GPUs (`docker run --gpus all`, NVIDIA runtime)")
     shm_size: Annotated[str, StringConstraints(pattern=r"^[0-9]+[bkmg]?$")] | None = None
 
 
@@ -88,6 +92,9 @@ class Chip(Strict):
     sdk: Sdk
     driver: Version = NONE
     soc_version: Ident | None = None
+    # Scripts sourced before the engine starts (FlagScale's experiment.cmds.before_start),
+    # e.g. CANN's set_env.sh.
+    serve_env_scripts: list[AbsPath] = []
     base: BaseImage
     template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+\.j2$")]
     runtime: Runtime = Runtime()
@@ -128,7 +135,33 @@ class Serve(Strict):
     def _has_port(cls, v: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(v.get("port"), int):
             raise ValueError("engine_args.port (an integer) is required")
-        return v
+        return _scalar_args(v)
+
+    @field_validator("engine_args_specific")
+    @classmethod
+    def _specific_scalars(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {engine: _scalar_args(args) for engine, args in v.items()}
+
+
+# Engine arguments become command-line flags via FlagScale, and hydra would resolve `${...}`:
+# plain text only, except a JSON object (vLLM's --compilation-config '{"full_cuda_graph": true}').
+_ARG_TEXT = re.compile(r"^[A-Za-z0-9_.,:=/@+%-]*$")
+
+
+def _scalar_args(args: dict[str, Any]) -> dict[str, Any]:
+    for key, value in args.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"engine argument {key} must be a scalar, got {type(value).__name__}")
+        if isinstance(value, str) and not (_ARG_TEXT.match(value) or _json_object(value)):
+            raise ValueError(f"engine argument {key}={value!r} holds characters that are not allowed")
+    return args
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict) and "${" not in text
+    except ValueError:
+        return False
 
 
 class Model(Strict):
@@ -146,6 +179,51 @@ class Model(Strict):
         if "{" in rest or "}" in rest:
             raise ValueError("only {vendor} and {chip} may be used as placeholders")
         return v
+
+
+# Compatibility rules (checked by flagrelease/compat.py) speak about these cell facts.
+FACT_NAMES = (
+    "chip.id", "chip.vendor", "chip.chip_code", "chip.arch", "chip.soc_version", "chip.driver",
+    "sdk.name", "sdk.version", "base.image", "runtime.visible_devices_env", "model.id",
+    "stack.python", "stack.torch", "stack.torch_npu", "stack.vllm", "stack.vllm_plugin", "stack.flaggems",
+    "stack.flagscale", "stack.flagtree", "stack.flagcx", "stack.engine",
+)
+FactName = Annotated[str, Field(pattern="^(" + "|".join(re.escape(n) for n in FACT_NAMES) + ")$")]
+PLACEHOLDER = re.compile(r"\{([a-z_.]+)(\|major_minor(?:_nodot)?)?\}")
+
+
+class Requirement(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    field: FactName
+    in_: list[str] | None = Field(default=None, alias="in")
+    same_release_as: FactName | None = None
+    parts: int = 2
+    contains: str | None = None
+    by: FactName | None = None
+    table: dict[str, list[str]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Requirement":
+        kinds = [self.in_ is not None, self.same_release_as is not None, self.contains is not None,
+                 self.table is not None]
+        if sum(kinds) != 1:
+            raise ValueError("state exactly one of: in, same_release_as, contains, table")
+        if (self.table is None) != (self.by is None):
+            raise ValueError("`table` and `by` go together")
+        for name, _ in PLACEHOLDER.findall(self.contains or ""):
+            if name not in FACT_NAMES:
+                raise ValueError(f"unknown fact {{{name}}} in contains")
+        return self
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    description: str
+    when: dict[FactName, str | list[str]] = {}
+    require: Requirement
 
 
 class MatrixAxes(Strict):
@@ -166,6 +244,7 @@ class MatrixFile(BaseModel):
     chips: dict[Ident, Chip]
     models: dict[Ident, Model]
     matrix: MatrixAxes
+    compatibility: list[Rule] = []
     source: Path | None = Field(default=None, exclude=True)
 
     @property

@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from flagrelease.errors import ConfigError
+from flagrelease.schema import Url
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_REGISTRY_PORT = 5000
@@ -30,13 +33,13 @@ def _default_ca() -> Path | None:
 
 
 class BuildSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, validate_default=True)
 
     ca_bundle: Path | None = Field(default_factory=_default_ca)
     pip_index_url: SecretStr | None = Field(
         default_factory=lambda: SecretStr(v) if (v := _env("PIP_INDEX_URL")) else None
     )
-    apt_mirror: str | None = Field(default_factory=lambda: _env("APT_MIRROR"))
+    apt_mirror: Url | None = Field(default_factory=lambda: _env("APT_MIRROR"))
     base_mirror: str | None = Field(
         default_factory=lambda: _env("BASE_MIRROR"),
         description="'quay.io=mirror.example.com/quay': pull bases from a mirror instead",
@@ -50,7 +53,7 @@ def _buildkit_cli() -> str:
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, validate_default=True)
 
     home: Path = Field(
         default_factory=lambda: Path(_env("HOME") or Path.home() / ".local/share/flagrelease")
@@ -72,3 +75,14 @@ class Settings(BaseModel):
     @property
     def contexts_dir(self) -> Path:
         return self.home / "contexts"
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment (and flags), with a bad value named by its variable."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = "FLAGRELEASE_" + str(first["loc"][-1]).upper()
+        raise ConfigError(f"setting {name} is invalid: {first['msg']}", where=name,
+                          fix="correct or unset the environment variable") from None

@@ -28,6 +28,7 @@ class RunOptions(BaseModel):
     volumes: dict[str, dict[str, str]]
     devices: list[str]
     shm_size: str | None
+    gpus: bool
     port: int
 
 
@@ -57,7 +58,7 @@ def run_options(cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = No
     for mount in runtime.mounts:
         volumes[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
     return RunOptions(env=env, volumes=volumes, devices=list(runtime.devices), shm_size=runtime.shm_size,
-                      port=cell.model.serve.engine_args["port"])
+                      gpus=runtime.gpus, port=cell.model.serve.engine_args["port"])
 
 
 def smoke_test(client, image: str, cell: Cell, options: RunOptions, *, owner: str,
@@ -67,7 +68,8 @@ def smoke_test(client, image: str, cell: Cell, options: RunOptions, *, owner: st
     want = served_name(cell)
     with docker_engine.running_container(
         client, image, name=name, env=options.env, container_port=options.port,
-        volumes=options.volumes, devices=options.devices, shm_size=options.shm_size, owner=owner,
+        volumes=options.volumes, devices=options.devices, shm_size=options.shm_size, gpus=options.gpus,
+        owner=owner,
     ) as container:
         result = SmokeResult(passed=False, container=name, seconds=0.0)
         try:

@@ -20,13 +20,19 @@ from prefect.cache_policies import NO_CACHE
 from flagrelease import base_image, build, docker_engine, naming, publish, render, smoke, weights
 from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
 from flagrelease.matrix import find_matrix, load_matrix, select
+from flagrelease.preflight import preflight
 from flagrelease.record import ReleaseRecord
 from flagrelease.schema import Cell, MatrixFile
-from flagrelease.settings import Settings
+from flagrelease.settings import Settings, load_settings
 
 
 def _log(line: str) -> None:
     get_run_logger().info(line)
+
+
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight_task(cell: Cell, matrix: MatrixFile, settings: Settings) -> None:
+    preflight(cell, matrix, docker_engine.connect(), settings.build)
 
 
 @task(name="registry", cache_policy=NO_CACHE)
@@ -42,7 +48,7 @@ def weights_task(cell: Cell, settings: Settings) -> Path:
 @task(name="base-image", cache_policy=NO_CACHE)
 def base_task(cell: Cell, matrix: MatrixFile, settings: Settings) -> base_image.BaseImageResult:
     ref = base_image.base_reference(cell.chip.base.image, settings.build.base_mirror)
-    return base_image.ensure_base(docker_engine.connect(), cell.chip, ref, settings.home / "tmp", _log)
+    return base_image.ensure_base(docker_engine.connect(), cell.chip, cell.chip_id, ref, settings.home / "tmp", _log)
 
 
 @task(name="render", cache_policy=NO_CACHE)
@@ -102,7 +108,7 @@ def one_cell(matrix: MatrixFile, model: str, chip: str) -> Cell:
 def release_cell(model: str, chip: str, matrix: str | None = None, registry: str | None = None,
                  push: bool = True, smoke_timeout_s: float = 180.0) -> ReleaseRecord:
     """Release one cell: `release_cell("tiny-llama", "cpu")`."""
-    settings = Settings(registry=registry) if registry else Settings()
+    settings = load_settings(registry=registry)
     matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
     cell = one_cell(matrix_file, model, chip)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -110,12 +116,14 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
     record = ReleaseRecord(run_id=run_id, started=datetime.now(timezone.utc), cell=cell.slug,
                            model=cell.model_id, chip=cell.chip_id)
     try:
+        with _timed(record, "preflight"):
+            preflight_task(cell, matrix_file, settings)
         with _timed(record, "registry"):
             registry_addr = registry_task(settings) if push else None
-        with _timed(record, "weights"):
-            weights_dir = weights_task(cell, settings)
         with _timed(record, "base"):
             record.base = base_task(cell, matrix_file, settings)
+        with _timed(record, "weights"):
+            weights_dir = weights_task(cell, settings)
         with _timed(record, "render"):
             ctx = render_task(cell, matrix_file, settings, run_id)
         record.pins, record.context_hash = ctx.pins, ctx.context_hash

@@ -30,3 +30,18 @@ def run_cli(*args: str, home: Path, timeout: float = 900, extra_env: dict[str, s
 def parse_json_stdout(proc) -> object:
     """--json output is the whole of stdout: logs and progress go to stderr."""
     return json.loads(proc.stdout)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the opt-in slow tests (stand-in vendor builds)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="opt-in: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,6 +1,34 @@
 # Rendered by flagrelease for tiny-llama x cpu from dockerfiles/cpu.Dockerfile.j2; do not edit.
-FROM flagrelease/debian-minbase:sid
+FROM flagrelease/debian-minbase:sid AS system
+RUN printf 'Acquire::Check-Valid-Until "false";\n' > /etc/apt/apt.conf.d/99flagrelease-snapshot \
+ && apt-get update -q \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      ca-certificates \
+      python3.13 python3.13-venv \
+      llama.cpp-tools=1:0.7.0+dfsg-2 \
+ && rm -rf /var/lib/apt/lists/*
 
+
+FROM system AS flagos
+# FlagScale 0.8.0 without its CUDA/torch dependency set: only what
+# `flagscale serve` imports (pinned in files/flagscale-serve-deps.txt).
+COPY flagscale-serve-deps.txt /tmp/flagscale-serve-deps.txt
+RUN python3.13 -m venv /opt/flagscale \
+ && /opt/flagscale/bin/python -c "import platform, sys; v = platform.python_version(); sys.exit(0 if v == '3.13' or v.startswith('3.13.') else 'python is ' + v + ', the pin says 3.13')"
+RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_index_url \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && if [ -s /run/secrets/pip_index_url ]; then export PIP_INDEX_URL="$(cat /run/secrets/pip_index_url)"; fi \
+ && export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ && /opt/flagscale/bin/python -m pip install --no-deps flag-scale==0.8.0 \
+ && /opt/flagscale/bin/python -m pip install -r /tmp/flagscale-serve-deps.txt \
+ && rm /tmp/flagscale-serve-deps.txt \
+ && fs=$(/opt/flagscale/bin/python -c 'import flag_scale, os; print(os.path.dirname(flag_scale.__file__))') \
+ && mkdir -p "$fs/third_party/llama.cpp/build/bin" \
+ && ln -s /usr/bin/llama-server "$fs/third_party/llama.cpp/build/bin/llama-server"
+ENV PATH=/opt/flagscale/bin:$PATH
+
+
+FROM flagos AS release
 # Every pin of the cell, as build arguments (also written as labels below).
 ARG FLAGRELEASE_MODEL=tiny-llama
 ARG FLAGRELEASE_VENDOR=cpu
@@ -21,31 +49,6 @@ ARG FLAGRELEASE_FLAGTREE=none
 ARG FLAGRELEASE_FLAGCX=none
 ARG FLAGRELEASE_ENGINE=llama_cpp
 ARG FLAGRELEASE_PKG_LLAMA_CPP_TOOLS=1:0.7.0+dfsg-2
-
-# The Debian mirror may be a frozen snapshot: do not reject its Release files as expired.
-RUN printf 'Acquire::Check-Valid-Until "false";\n' > /etc/apt/apt.conf.d/99flagrelease-snapshot \
- && apt-get update -q \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      ca-certificates \
-      python3.13 python3.13-venv \
-      llama.cpp-tools=1:0.7.0+dfsg-2 \
- && rm -rf /var/lib/apt/lists/*
-
-# FlagScale 0.8.0 without its CUDA/torch dependency set: only what
-# `flagscale serve` imports (pinned in files/flagscale-serve-deps.txt). The CA bundle
-# and index URL arrive as BuildKit secrets and never land in a layer.
-COPY flagscale-serve-deps.txt /tmp/flagscale-serve-deps.txt
-RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_index_url \
-    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
- && if [ -s /run/secrets/pip_index_url ]; then export PIP_INDEX_URL="$(cat /run/secrets/pip_index_url)"; fi \
- && python3.13 -m venv /opt/flagscale \
- && /opt/flagscale/bin/pip install -q --no-cache-dir --disable-pip-version-check --no-deps flag-scale==0.8.0 \
- && /opt/flagscale/bin/pip install -q --no-cache-dir --disable-pip-version-check -r /tmp/flagscale-serve-deps.txt \
- && rm /tmp/flagscale-serve-deps.txt \
- && fs=$(/opt/flagscale/bin/python -c 'import flag_scale, os; print(os.path.dirname(flag_scale.__file__))') \
- && mkdir -p "$fs/third_party/llama.cpp/build/bin" \
- && ln -s /usr/bin/llama-server "$fs/third_party/llama.cpp/build/bin/llama-server"
-ENV PATH=/opt/flagscale/bin:$PATH
 
 
 # Serve stack: FlagScale config for tiny-llama and the foreground supervisor.

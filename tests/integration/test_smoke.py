@@ -117,7 +117,7 @@ def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging
     matrix = load_matrix(ROOT / "matrix.yaml")
     settings = Settings()
     ctx = render.render_context(cell, matrix, settings.build, tmp_path / "ctx")
-    base = base_image.ensure_base(docker_client, cell.chip, ctx.base_image, tmp_path, lambda _: None)
+    base = base_image.ensure_base(docker_client, cell.chip, cell.chip_id, ctx.base_image, tmp_path, lambda _: None)
     repository = released["image"].rsplit(":", 1)[0]
     image = build.build_image(docker_client, cell, ctx, base, settings.build, repository=repository,
                               tag="reuse-test", on_line=lambda _: None)

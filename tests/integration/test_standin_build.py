@@ -1,0 +1,49 @@
+"""Opt-in (--run-slow): the Ascend template's non-hardware stages built for real, against a
+locally made stand-in of the CANN base carrying the real base's name.
+
+The stand-in is Debian bookworm with Python 3.11, so two pins are relaxed for it: the
+platform (this host's amd64 instead of the A3's arm64) and python (3.11 instead of
+3.11.11). The `release` stage needs the CANN toolkit and is not built here.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from flagrelease import base_image, docker_engine
+from flagrelease.matrix import deep_merge, load_matrix, select
+from flagrelease.render import render_context
+from flagrelease.schema import Bootstrap, Chip
+from flagrelease.settings import load_settings
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_ascend_flagos_stage_builds_on_a_standin_base(docker_client, tmp_path):
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    real = select(matrix, chip="ascend-a3", model="qwen3-4b")[0]
+    chip = Chip.model_validate(deep_merge(real.chip.model_dump(), {"arch": "amd64", "stack": {"python": "3.11"}}))
+    cell = real.model_copy(update={"chip": chip})
+    settings = load_settings()
+    ctx = render_context(cell, matrix, settings.build, tmp_path / "ctx")
+
+    if docker_engine.image_id(docker_client, ctx.base_image) is None:
+        raw = "flagrelease-test/bookworm-python:standin"
+        if docker_engine.image_id(docker_client, raw) is None:
+            recipe = Bootstrap(suite="bookworm", include=["python3", "python3-pip", "ca-certificates"])
+            base_image.make_with_debootstrap(docker_client, recipe, raw, tmp_path, print)
+        # Ubuntu 22.04 (the CANN bases) has no PEP 668 marker; Debian's would refuse `pip install`.
+        dockerfile = f"FROM {raw}\nRUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n"
+        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=ctx.base_image, rm=True)
+
+    image = docker_engine.build(settings.build.docker_cli, ctx.path, tags=["flagrelease-test/ascend-flagos:standin"],
+                                labels={}, secrets={"ca_bundle": settings.build.ca_bundle},
+                                platform=cell.chip.platform, on_line=print, target="flagos")
+    shown = docker_client.containers.run(image, ["python3", "-m", "pip", "show", "flag-scale", "flag-gems"],
+                                         entrypoint=[], remove=True).decode()
+    assert "Version: 0.8.0" in shown and "Version: 2.2" in shown
+    env = docker_client.images.get(image).attrs["Config"]["Env"]
+    assert "SOC_VERSION=ascend910_9391" in env

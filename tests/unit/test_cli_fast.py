@@ -1,0 +1,78 @@
+"""Commands that run no flow: answered without Prefect, as a user types them."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from tests.conftest import ROOT, run_cli
+
+SEED_ROWS = {"ascend-a2", "ascend-a3", "ascend-a3-cann83", "nvidia-h100", "metax-c550", "cpu"}
+
+
+def test_matrix_print_resolves_every_seed_row(tmp_path):
+    proc = run_cli("matrix", "--print", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert {cell["chip"] for cell in plan} == SEED_ROWS
+    a3 = next(c for c in plan if c["cell"] == "qwen3-4b x ascend-a3")
+    assert a3["image"].startswith("flagrelease/flagrelease-ascend-release-model_qwen3-4b-tree_none-gems_2.2-")
+    assert a3["base_image"] == "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"
+    assert a3["runtime"]["visible_devices_env"] == "ASCEND_RT_VISIBLE_DEVICES"
+    assert a3["serve"]["serve"][0]["engine_args"]["served_model_name"] == "Qwen3-4B-ascend-flagos"
+    assert all(cell["violations"] == [] for cell in plan)
+    assert "prefect" not in proc.stderr.lower()
+
+
+def test_matrix_print_filters_by_vendor_and_model(tmp_path):
+    proc = run_cli("matrix", "--print", "--chip", "ascend", "--model", "qwen3-4b", home=tmp_path)
+    assert [c["chip"] for c in json.loads(proc.stdout)] == ["ascend-a2", "ascend-a3", "ascend-a3-cann83"]
+
+
+def test_matrix_table_shows_rule_status(tmp_path):
+    proc = run_cli("matrix", home=tmp_path, extra_env={"COLUMNS": "200"})
+    assert proc.returncode == 0 and "tiny-llama x cpu" in proc.stdout and "ok" in proc.stdout
+
+
+def test_base_mirror_is_applied_in_the_plan(tmp_path):
+    proc = run_cli("matrix", "--print", "--chip", "ascend-a3", "--model", "qwen3-4b", home=tmp_path,
+                   extra_env={"FLAGRELEASE_BASE_MIRROR": "quay.io=mirror.example.com/quay"})
+    assert json.loads(proc.stdout)[0]["base_image"].startswith("mirror.example.com/quay/ascend/cann:")
+
+
+def test_render_writes_a_build_context(tmp_path):
+    out = tmp_path / "ctx"
+    proc = run_cli("render", "--model", "qwen3-4b", "--chip", "ascend-a3", "--out", str(out), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    parser = DockerfileParser(path=str(out / "Dockerfile"))
+    assert parser.parent_images[0] == "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"
+    [entry] = yaml.safe_load((out / "serve/conf/serve/qwen3-4b.yaml").read_text())
+    assert entry["engine"] == "vllm" and entry["engine_args"]["port"] == 9010
+    assert entry["engine_args_specific"]["vllm"]["block_size"] == 128
+
+
+def test_render_refuses_a_vendor_family(tmp_path):
+    proc = run_cli("render", "--model", "qwen3-4b", "--chip", "ascend", "--out", str(tmp_path / "x"), home=tmp_path)
+    assert proc.returncode == 2 and "render takes one chip id" in proc.stderr
+
+
+def test_build_dry_run_prints_the_plan_and_builds_nothing(tmp_path):
+    proc = run_cli("build", "--model", "qwen3-4b", "--chip", "ascend", "--dry-run", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [c["chip"] for c in json.loads(proc.stdout)] == ["ascend-a2", "ascend-a3", "ascend-a3-cann83"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_incompatible_pins_stop_the_build_before_prefect(tmp_path):
+    bad = tmp_path / "matrix.yaml"
+    bad.write_text((ROOT / "matrix.yaml").read_text().replace("torch_npu: 2.6.0rc1", "torch_npu: 2.5.1"))
+    proc = run_cli("build", "--model", "qwen3-4b", "--chip", "ascend-a3", "--matrix", str(bad), home=tmp_path)
+    assert proc.returncode == 2
+    assert "torch-npu-matches-torch" in proc.stderr and "stack.torch_npu=2.5.1" in proc.stderr
+
+
+def test_help_is_fast_and_has_examples(tmp_path):
+    proc = run_cli("build", "--help", home=tmp_path, extra_env={"COLUMNS": "200"})
+    assert proc.returncode == 0 and "flagrelease build --model tiny-llama --chip cpu" in proc.stdout

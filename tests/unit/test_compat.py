@@ -1,0 +1,72 @@
+"""Every compatibility rule of matrix.yaml, with a cell that passes it and one that breaks it."""
+
+from __future__ import annotations
+
+import pytest
+
+from flagrelease.compat import check_cell, ensure_compatible, release
+from flagrelease.errors import ConfigError
+from flagrelease.matrix import deep_merge, expand, load_matrix, select
+from flagrelease.schema import Cell, Chip
+from tests.conftest import ROOT
+
+MATRIX = load_matrix(ROOT / "matrix.yaml")
+
+
+def cell(chip_id: str, **patch) -> Cell:
+    base = select(MATRIX, chip=chip_id)[0]
+    chip = Chip.model_validate(deep_merge(base.chip.model_dump(), patch))
+    return base.model_copy(update={"chip": chip})
+
+
+def broken(c: Cell) -> set[str]:
+    return {v.rule for v in check_cell(c, MATRIX.compatibility)}
+
+
+CASES = [
+    ("torch-npu-matches-torch", "ascend-a3", {"stack": {"torch": "2.5.1"}}),
+    ("torch-npu-supports-cann", "ascend-a3-cann83", {"stack": {"torch": "2.6.0", "torch_npu": "2.6.0rc1"}}),
+    ("vllm-plugin-matches-vllm", "ascend-a3", {"stack": {"vllm_plugin": "0.11.0rc1"}}),
+    ("python-matches-base", "ascend-a2", {"stack": {"python": "3.10.15"}}),
+    ("python-matches-base-nodot", "metax-c550", {"stack": {"python": "3.11"}}),
+    ("cann-matches-base", "ascend-a3", {"sdk": {"version": "8.1.rc1"}}),
+    ("a3-soc-on-a3-base", "ascend-a3", {"base": {"image": "quay.io/ascend/cann:8.2.rc1.alpha002-910b-ubuntu22.04-py3.11"}}),
+    ("a2-soc-on-910b-base", "ascend-a2", {"base": {"image": "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"}}),
+    ("flaggems-backend", "cpu", {"stack": {"flaggems": "2.2"}}),
+    ("vllm-engine-needs-vllm", "nvidia-h100", {"stack": {"vllm": "none"}}),
+    ("visible-devices-env", "nvidia-h100", {"runtime": {"visible_devices_env": "ASCEND_RT_VISIBLE_DEVICES"}}),
+]
+
+
+def test_every_rule_has_a_case():
+    assert {rule.id for rule in MATRIX.compatibility} == {case[0] for case in CASES}
+
+
+@pytest.mark.parametrize("rule,chip_id,patch", CASES, ids=[c[0] for c in CASES])
+def test_rule_passes_seed_row_and_fails_when_broken(rule, chip_id, patch):
+    assert rule not in broken(cell(chip_id))
+    assert rule in broken(cell(chip_id, **patch))
+
+
+def test_every_seed_cell_is_compatible():
+    assert [v for c in expand(MATRIX) for v in check_cell(c, MATRIX.compatibility)] == []
+
+
+def test_violation_names_cell_rule_and_pins():
+    bad = cell("ascend-a3", stack={"torch": "2.5.1"})
+    with pytest.raises(ConfigError) as err:
+        ensure_compatible([bad], MATRIX.compatibility, "matrix.yaml")
+    text = err.value.render()
+    assert "qwen3-4b x ascend-a3" in text and "torch-npu-matches-torch" in text
+    assert "stack.torch_npu=2.6.0rc1" in text and "stack.torch=2.5.1" in text
+
+
+def test_unknown_torch_npu_release_is_reported_not_passed():
+    assert "torch-npu-supports-cann" in broken(cell("ascend-a3", stack={"torch": "3.1.0", "torch_npu": "3.1.0"}))
+
+
+@pytest.mark.parametrize("version,parts,expected", [
+    ("2.6.0rc1", 2, ("2", "6")), ("2.7.1.post1", 3, ("2", "7", "1")), ("0.11.0rc1", 2, ("0", "11")),
+])
+def test_release_prefix(version, parts, expected):
+    assert release(version, parts) == expected
