@@ -20,6 +20,7 @@ Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]
 PackageVersion = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+:~_-]{0,63}$")]
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 ImageRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")]
+GitSource = Annotated[str, StringConstraints(pattern=r"^git\+https://[A-Za-z0-9._/-]+(@[A-Za-z0-9._-]+)?$")]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$")]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
@@ -82,6 +83,8 @@ class Stack(Strict):
     flagtree: Version = NONE
     flagcx: Version = NONE
     engine: Literal["vllm", "sglang", "llama_cpp"]
+    # Where a FlagOS component comes from when not PyPI (FlagGems 2.x is not published there).
+    sources: dict[Literal["flaggems", "flagscale", "flagtree", "flagcx"], GitSource] = {}
     packages: dict[Ident, PackageVersion] = Field(default_factory=dict, description="extra pinned apt/pip packages")
 
 

@@ -16,7 +16,9 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_index_url \
  && if [ -s /run/secrets/pip_index_url ]; then export PIP_INDEX_URL="$(cat /run/secrets/pip_index_url)"; fi \
  && export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
  && python3 -m pip install --no-deps flag-scale==0.8.0 \
- && python3 -m pip install --no-deps flag-gems==2.2 \
+ && python3 -m pip install --no-deps git+https://github.com/FlagOpen/FlagGems.git@v2.2 \
+ && { python3 -m pip show flag-gems | grep -qx "Version: 2.2" \
+   || { echo "flag-gems in the image is not 2.2:"; python3 -m pip show flag-gems; exit 1; }; } \
  && python3 -m pip install hydra-core==1.3.8 click==8.5.1
 
 

@@ -60,7 +60,7 @@ def test_vendor_pins_reach_the_install_commands():
     ascend = select(MATRIX, chip="ascend-a3", model="qwen3-4b")[0]
     text, _, _ = render_dockerfile(ascend, MATRIX, SETTINGS)
     for needle in ("ARG SOC_VERSION=ascend910_9391", "torch==2.6.0 torch_npu==2.6.0rc1", "vllm==0.9.1",
-                   "vllm-ascend==0.9.1", "flag-gems==2.2", "flag-scale==0.8.0", "USE_FLAGGEMS=true"):
+                   "vllm-ascend==0.9.1", "FlagGems.git@v2.2", "Version: 2.2", "flag-scale==0.8.0", "USE_FLAGGEMS=true"):
         assert needle in text
 
 
