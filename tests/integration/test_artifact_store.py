@@ -134,6 +134,7 @@ def test_publish_to_local_and_s3(tmp_path, moto, s3, bucket):
 
     results = publish_artifacts(run_dir, stores)
 
+    # The record goes last: a store holding a run's release.json holds all of its files.
     keys = [f"tiny-llama--cpu/20261201T100000Z-aaaaa1/{name}" for name in RUN_FILES]
     local, remote = results
     assert (local.store, local.ok, list(local.keys), local.error) == (str(tmp_path / "store"), True, keys, None)
