@@ -85,6 +85,8 @@ def build(
                                         push=push, smoke_timeout_s=smoke_timeout))
         except FlagReleaseError as err:
             failure = err
+            if getattr(err, "record", None) is not None:
+                records.append(err.record)
             break
     if as_json:
         print(json.dumps([_summary(r) for r in records], indent=2))
@@ -114,6 +116,15 @@ def _summary(record) -> dict:
             "models": record.smoke.models,
             "usage": record.smoke.usage,
         } if record.smoke else None,
+        "gate": {
+            "verdict": record.gate.verdict,
+            "release": record.gate.release,
+            "reason": record.gate.reason,
+            "accuracy": {v.benchmark: {"verdict": v.verdict, "diff": v.diff, "se": v.se,
+                                       "against": record.compared_against.get(v.benchmark)}
+                         for v in record.gate.accuracy},
+            "perf_levels_failed": sum(p.verdict == "FAIL" for p in record.gate.perf),
+        } if record.gate else None,
         "timings": record.timings,
         "run_id": record.run_id,
     }
@@ -133,6 +144,24 @@ def _print_table(records) -> None:
                           f"{r.smoke.usage.get('completion_tokens')} tokens" if r.smoke.passed else f"failed: {r.smoke.error}")
         table.add_row("seconds", "  ".join(f"{k} {v}" for k, v in r.timings.items()))
         out.print(table)
+        if r.gate:
+            _print_gate(r)
+
+
+def _print_gate(r) -> None:
+    table = Table(title=f"release gate: {r.gate.verdict} ({r.gate.reason})", title_justify="left")
+    for column in ("check", "compared against", "candidate − reference", "SE", "verdict"):
+        table.add_column(column, overflow="fold")
+    colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
+    for v in r.gate.accuracy:
+        table.add_row(v.benchmark, r.compared_against.get(v.benchmark, "-"), f"{v.diff:+.3f}",
+                      f"{v.se:.3f} ({v.se_method})", f"[{colour[v.verdict]}]{v.verdict}")
+    for p in r.gate.perf:
+        level = p.level
+        table.add_row(f"perf c={level.max_concurrency} {level.input_len}/{level.output_len}",
+                      "native side of this run", f"out {level.output_throughput:.0%} / total "
+                      f"{level.total_token_throughput:.0%}", "-", f"[{colour[p.verdict]}]{p.verdict}")
+    out.print(table)
 
 
 @app.command()

@@ -22,7 +22,7 @@ import math
 import statistics
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flagrelease.perf_metrics import PerfResult
 
@@ -33,6 +33,8 @@ EPS = 1e-9
 
 
 class GatePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     rule: Literal["classic", "statistical"] = "statistical"
     max_drop: float = 0.05
     perf_min_ratio: float = 0.8

@@ -95,18 +95,21 @@ def sweep(base_url: str, model: str, concurrencies: list[int], shapes: list[tupl
     return asyncio.run(levels())
 
 
-def plot_sweep(results: list[PerfResult], path: Path | str) -> None:
-    """PNG: output throughput and mean TTFT against concurrency, one line per shape."""
+def plot_sweep(results: list[PerfResult] | dict[str, list[PerfResult]], path: Path | str) -> None:
+    """PNG: output throughput and mean TTFT against concurrency, one line per shape
+    (and per series, e.g. native vs. flaggems, when given a mapping of them)."""
+    series = results if isinstance(results, dict) else {"": results}
     fig = Figure(figsize=(11, 4), layout="constrained")  # no pyplot: no global figure state
     throughput, ttft = fig.subplots(1, 2)
-    for shape in sorted({(r.input_len, r.output_len) for r in results}):
-        level = sorted((r for r in results if (r.input_len, r.output_len) == shape),
-                       key=lambda r: r.max_concurrency)
-        x = [r.max_concurrency for r in level]
-        label = f"in {shape[0]} / out {shape[1]}"
-        throughput.plot(x, [r.output_throughput for r in level], marker="o", label=label)
-        ttft.plot(x, [r.mean_ttft_ms for r in level], marker="o", label=label)
-    concurrencies = sorted({r.max_concurrency for r in results})
+    for name, runs in series.items():
+        for shape in sorted({(r.input_len, r.output_len) for r in runs}):
+            level = sorted((r for r in runs if (r.input_len, r.output_len) == shape),
+                           key=lambda r: r.max_concurrency)
+            x = [r.max_concurrency for r in level]
+            label = f"{name + ': ' if name else ''}in {shape[0]} / out {shape[1]}"
+            throughput.plot(x, [r.output_throughput for r in level], marker="o", label=label)
+            ttft.plot(x, [r.mean_ttft_ms for r in level], marker="o", label=label)
+    concurrencies = sorted({r.max_concurrency for runs in series.values() for r in runs})
     for ax, ylabel in ((throughput, "output throughput (tok/s)"), (ttft, "mean TTFT (ms)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(concurrencies, labels=[str(c) for c in concurrencies])

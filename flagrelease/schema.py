@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from flagrelease.gate import GatePolicy
+
 NONE = "none"
 
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")]
@@ -167,11 +169,41 @@ def _json_object(text: str) -> bool:
         return False
 
 
+class PerfPlan(Strict):
+    """`vllm bench serve`-style sweep; defaults are FlagRelease's levels and shapes."""
+
+    concurrency: list[Annotated[int, Field(ge=1)]] = [1, 4, 16, 64, 128, 256]
+    shapes: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]] = [
+        (1024, 1024), (4096, 1024), (8192, 1024)]
+    num_prompts: Annotated[int, Field(ge=1, le=10000)] = 64
+    num_warmups: Annotated[int, Field(ge=0)] = 2
+    # Each level is measured `repeats` times and the median-throughput run is kept: one
+    # scheduler hiccup on a shared host then cannot decide a ratio.
+    repeats: Annotated[int, Field(ge=1, le=9)] = 1
+    request_timeout_s: float = 600.0
+
+
+class AccuracyPlan(Strict):
+    name: Ident
+    path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.jsonl$")]  # relative to matrix.yaml
+    kind: Literal["multiple_choice", "exact_match"]
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    max_tokens: Annotated[int, Field(ge=1)] = 8
+
+
+class BenchPlan(Strict):
+    perf: PerfPlan | None = PerfPlan()
+    accuracy: list[AccuracyPlan] = []
+    reference: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.ya?ml$")] | None = None
+    gate: GatePolicy = GatePolicy()
+
+
 class Model(Strict):
     # `{vendor}` and `{chip}` expand per cell: "Qwen3-4B-{vendor}-flagos" -> Qwen3-4B-ascend-flagos.
     served_model_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9{][A-Za-z0-9._{}-]{0,127}$")]
     weights: Weights
     serve: Serve
+    bench: BenchPlan = BenchPlan()
     license: str = ""
     description: str = ""
 

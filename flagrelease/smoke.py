@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,30 +63,53 @@ def run_options(cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = No
                       gpus=runtime.gpus, port=cell.model.serve.engine_args["port"])
 
 
-def smoke_test(client, image: str, cell: Cell, options: RunOptions, *, owner: str,
-               timeout_s: float = 120.0, on_line=print) -> SmokeResult:
+@contextmanager
+def serving(client, image: str, cell: Cell, options: RunOptions, *, owner: str, timeout_s: float,
+            on_line=print, purpose: str = "smoke") -> Iterator[tuple[str, object, float]]:
+    """Run the image's serve stack until it is ready; yield (base URL on 127.0.0.1, container,
+    seconds to ready). Raises ServiceError with the container log when it never gets ready."""
     started = time.monotonic()
-    name = f"flagrelease-smoke-{cell.slug}-{uuid.uuid4().hex[:8]}"
-    want = served_name(cell)
+    name = f"flagrelease-{purpose}-{cell.slug}-{uuid.uuid4().hex[:8]}"
     with docker_engine.running_container(
         client, image, name=name, env=options.env, container_port=options.port,
         volumes=options.volumes, devices=options.devices, shm_size=options.shm_size, gpus=options.gpus,
         owner=owner,
     ) as container:
-        result = SmokeResult(passed=False, container=name, seconds=0.0)
-        try:
-            result.host_port = docker_engine.published_port(container, options.port)
-            with ServeClient(f"http://127.0.0.1:{result.host_port}", timeout=60.0) as api:
-                on_line(f"waiting for {want} on 127.0.0.1:{result.host_port} (deadline {timeout_s:.0f} s)")
-                result.error = _wait_ready(container, api, started + timeout_s)
-                if result.error is None:
-                    result.ready_seconds = time.monotonic() - started
+        port = docker_engine.published_port(container, options.port)
+        base_url = f"http://127.0.0.1:{port}"
+        on_line(f"waiting for {served_name(cell)} on {base_url} (deadline {timeout_s:.0f} s)")
+        with ServeClient(base_url, timeout=60.0) as api:
+            problem = _wait_ready(container, api, started + timeout_s)
+        if problem:
+            raise NotReady(problem, docker_engine.container_log(container))
+        yield base_url, container, time.monotonic() - started
+
+
+class NotReady(Exception):
+    def __init__(self, problem: str, log: str):
+        super().__init__(problem)
+        self.problem, self.log = problem, log
+
+
+def smoke_test(client, image: str, cell: Cell, options: RunOptions, *, owner: str,
+               timeout_s: float = 120.0, on_line=print) -> SmokeResult:
+    started = time.monotonic()
+    want = served_name(cell)
+    result = SmokeResult(passed=False, container="", seconds=0.0)
+    try:
+        with serving(client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line) as (
+                base_url, container, ready_s):
+            result.container, result.ready_seconds = container.name, ready_s
+            result.host_port = int(base_url.rsplit(":", 1)[1])
+            try:
+                with ServeClient(base_url, timeout=60.0) as api:
                     result.error = _ask(api, want, result)
-        except httpx.HTTPError as err:
-            result.error = f"serve API error: {type(err).__name__}: {err}"
-        finally:
+            except httpx.HTTPError as err:
+                result.error = f"serve API error: {type(err).__name__}: {err}"
             result.log = docker_engine.container_log(container)
-            result.seconds = time.monotonic() - started
+    except NotReady as err:
+        result.error, result.log = err.problem, err.log
+    result.seconds = time.monotonic() - started
     result.passed = result.error is None
     return result
 

@@ -1,4 +1,5 @@
-"""Prefect flow `release-cell`: one cell of the matrix, base -> build -> smoke -> push.
+"""Prefect flow `release-cell`: one cell of the matrix,
+preflight -> base -> weights -> render -> build -> smoke -> bench (native, flaggems) -> gate -> push.
 
 Only wiring lives here; every step is a plain function in `flagrelease`.
 Run it with `flagrelease build --model M --chip C` (embedded Prefect server)
@@ -17,8 +18,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flagrelease import base_image, build, docker_engine, naming, publish, render, smoke, weights
-from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
+from flagrelease import base_image, bench, build, docker_engine, gate, naming, publish, render, smoke, weights
+from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError
 from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.preflight import preflight
 from flagrelease.record import ReleaseRecord
@@ -69,6 +70,23 @@ def smoke_task(cell: Cell, image: build.ImageRef, weights_dir: Path, run_id: str
     options = smoke.run_options(cell, weights_dir)
     return smoke.smoke_test(docker_engine.connect(), image.image_id, cell, options, owner=run_id,
                             timeout_s=timeout_s, on_line=_log)
+
+
+@task(name="bench", cache_policy=NO_CACHE)
+def bench_task(cell: Cell, matrix: MatrixFile, image: build.ImageRef, weights_dir: Path, side: str, run_id: str,
+               timeout_s: float) -> bench.SideResult:
+    return bench.measure_side(docker_engine.connect(), image.image_id, cell, matrix, weights_dir, side,
+                              owner=run_id, timeout_s=timeout_s, on_line=_log)
+
+
+@task(name="gate", cache_policy=NO_CACHE)
+def gate_task(cell: Cell, matrix: MatrixFile, sides: dict[str, bench.SideResult]) -> tuple[gate.GateReport, dict]:
+    pairs, ratios, against = bench.gate_inputs(cell, matrix, sides["native"], sides["flaggems"])
+    report = gate.decide(pairs, ratios, cell.model.bench.gate)
+    for verdict in report.accuracy:
+        _log(f"gate {verdict.verdict}: {verdict.reason} (vs {against[verdict.benchmark]})")
+    _log(f"gate: {report.verdict}: {report.reason}")
+    return report, against
 
 
 def _retry_push(task, task_run, state) -> bool:
@@ -139,13 +157,27 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
                 where=f"image {record.image.ref}",
                 fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
             )
+        record.flaggems_installed = bench.flaggems_installed(cell)
+        for side in bench.SIDES:
+            with _timed(record, f"bench-{side}"):
+                record.bench[side] = bench_task(cell, matrix_file, record.image, weights_dir, side, run_id,
+                                                smoke_timeout_s)
+        with _timed(record, "gate"):
+            record.gate, record.compared_against = gate_task(cell, matrix_file, record.bench)
+        if not record.gate.release:
+            record.status = "gated"
+            raise GateFailed(f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
+                             where=f"image {record.image.ref} (kept locally)",
+                             fix="see the gate table and the raw results in "
+                             f"{record.directory(settings.results_dir)}")
         if registry_addr is not None:
             with _timed(record, "push"):
                 record.publish = push_task(record.image, registry_addr, repository, tag)
         record.status = "released" if record.publish else "built"
     except BaseException as err:  # Ctrl-C too: the record says how far the run got
-        record.status = "failed"
+        record.status = "gated" if isinstance(err, GateFailed) else "failed"
         record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
+        err.record = record  # the CLI shows how far the run got
         raise
     finally:
         record.save(settings.results_dir)
@@ -160,6 +192,7 @@ def _summary_markdown(record: ReleaseRecord) -> str:
         ("image", record.image.ref if record.image else "-"),
         ("digest", record.publish.pull_ref if record.publish else "-"),
         ("smoke", ("passed" if record.smoke.passed else f"failed: {record.smoke.error}") if record.smoke else "-"),
+        ("gate", f"{record.gate.verdict}: {record.gate.reason}" if record.gate else "-"),
     ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n"

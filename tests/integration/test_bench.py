@@ -1,0 +1,118 @@
+"""Perf sweep, accuracy evaluator and gate against the real cpu image and engine."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import uuid
+
+import pytest
+import yaml
+
+from flagrelease import accuracy, loadgen
+from flagrelease.matrix import load_matrix, select
+from flagrelease.render import served_name
+from flagrelease.smoke import run_options, serving
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def cell():
+    return select(load_matrix(ROOT / "matrix.yaml"), chip="cpu", model="tiny-llama")[0]
+
+
+@pytest.fixture(scope="module")
+def served(released, cell, docker_client, fr_home):
+    """The released image serving on 127.0.0.1, for the duration of this module."""
+    options = run_options(cell, fr_home / "weights" / "tiny-llama")
+    with serving(docker_client, released["image_id"], cell, options, owner=uuid.uuid4().hex, timeout_s=120,
+                 on_line=lambda _: None, purpose="bench-test") as (base_url, _container, _ready):
+        yield base_url
+
+
+def test_perf_sweep_against_the_real_engine(served, cell):
+    results = loadgen.sweep(served, served_name(cell), [1, 2], [(64, 24)], num_prompts=6, seed=7)
+    assert [(r.max_concurrency, r.completed, r.failed) for r in results] == [(1, 6, 0), (2, 6, 0)]
+    for level in results:
+        assert level.output_throughput > 0 and level.request_throughput > 0 and level.mean_ttft_ms > 0
+        assert level.total_input_tokens == 6 * 64 and level.total_output_tokens == 6 * 24
+        for trace in level.traces:
+            # Exact shapes, as the server itself counts them.
+            assert (trace.prompt_len, trace.output_len) == (64, 24)
+            assert trace.timings["predicted_n"] == 24
+            server_ms = trace.timings["prompt_ms"] + trace.timings["predicted_ms"]
+            # The client sees the server's work plus transport: never less.
+            assert trace.ttft_s * 1000 >= trace.timings["prompt_ms"]
+            assert trace.latency_s * 1000 >= server_ms
+    # Client TPOT against the server's own per-token time: within a factor of two at the median
+    # (tokens arrive in bursts on a busy 2-core host, so single requests vary more).
+    ratios = [((t.latency_s - t.ttft_s) / (t.output_len - 1) * 1000) / (t.timings["predicted_ms"] / t.timings["predicted_n"])
+              for level in results for t in level.traces]
+    assert 0.5 <= statistics.median(ratios) <= 2.0
+
+
+def test_perf_plot_is_a_png(served, cell, tmp_path):
+    results = loadgen.sweep(served, served_name(cell), [1, 2], [(32, 8)], num_prompts=3, seed=11)
+    loadgen.plot_sweep({"native": results, "flaggems": results}, tmp_path / "perf.png")
+    assert (tmp_path / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluator_scores_real_constrained_answers(served, cell):
+    dataset = accuracy.load_dataset(ROOT / "datasets/tiny-arith-mc.jsonl", "arith-mc", "multiple_choice")
+    first = accuracy.run(served, served_name(cell), dataset, engine="llama_cpp", concurrency=4)
+    second = accuracy.run(served, served_name(cell), dataset, engine="llama_cpp", concurrency=2)
+    assert first.n == len(dataset.questions) == 40
+    assert all(r.answer in "ABCD" and len(r.answer) == 1 for r in first.results)
+    assert first.correct == sum(r.correct for r in first.results) and 0 < first.score < 1
+    assert first.se == pytest.approx((first.score * (1 - first.score) / 40) ** 0.5)
+    # Temperature 0 and a grammar: the same answers whatever the concurrency.
+    assert first.per_question() == second.per_question()
+
+
+def test_evaluator_exact_match_kind(served, cell, tmp_path):
+    path = tmp_path / "em.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Repeat the number {i}.", "answer": str(i)}) + "\n"
+                            for i in range(5)))
+    result = accuracy.run(served, served_name(cell), accuracy.load_dataset(path, "em", "exact_match"),
+                          engine="llama_cpp", max_tokens=4)
+    assert result.n == 5 and len(result.results) == 5  # a random model gets ~0 right: the count is what matters
+
+
+def test_release_record_keeps_every_raw_result(released, fr_home):
+    [run_dir] = [p for p in (fr_home / "results" / "tiny-llama--cpu").iterdir() if p.name == released["run_id"]]
+    record = json.loads((run_dir / "release.json").read_text())
+    assert record["gate"]["verdict"] == "PASS" and record["status"] == "released"
+    assert record["publish"]["digest"] == released["digest"]
+    for side in ("native", "flaggems"):
+        levels = record["bench"][side]["perf"]
+        assert {(lvl["max_concurrency"], lvl["input_len"], lvl["output_len"]) for lvl in levels} == {(1, 128, 128), (4, 128, 128)}
+        repeats = json.loads((run_dir / record["bench"][side]["perf_repeats"]).read_text())
+        assert len(repeats) == 3 and all(len(run[0]["traces"]) == 24 for run in repeats)
+        lines = (run_dir / f"accuracy-{side}-arith-mc.jsonl").read_text().splitlines()
+        assert len(lines) == 40
+        assert sum(json.loads(line)["correct"] for line in lines) == record["bench"][side]["accuracy"]["arith-mc"]["correct"]
+    assert record["flaggems_installed"] is False
+    assert (run_dir / "perf.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_client):
+    """An unmeetable perf threshold: the real gate refuses, exit 4, the registry gets no tag."""
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data["models"]["tiny-llama"]["bench"]["gate"] = {"perf_min_ratio": 100.0}
+    data["models"]["tiny-llama"]["bench"]["perf"] |= {"repeats": 1, "num_prompts": 4}
+    (tmp_path / "dockerfiles").symlink_to(ROOT / "dockerfiles")
+    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    name = released["repository"].split("/", 1)[1]
+    from flagrelease.registry import RegistryClient
+
+    with RegistryClient(registry.address) as api:
+        before = api.tags(name)
+    proc = run_cli("build", "--model", "tiny-llama", "--chip", "cpu", "--matrix", str(tmp_path / "matrix.yaml"),
+                   "--registry", registry.address, "--json", home=tmp_path / "home")
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "release gate FAIL" in proc.stderr and "nothing was pushed" in proc.stderr
+    [summary] = json.loads(proc.stdout)
+    assert summary["status"] == "gated" and summary["digest"] is None
+    with RegistryClient(registry.address) as api:
+        assert api.tags(name) == before
