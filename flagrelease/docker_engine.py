@@ -21,6 +21,7 @@ import docker.errors
 import docker.types
 
 from flagrelease.errors import ServiceError
+from flagrelease.registry_auth import RegistryCredentials
 
 # Every container FlagRelease starts carries this label, so leftovers are findable.
 OWNER_LABEL = "org.flagos.flagrelease.owner"
@@ -138,14 +139,15 @@ def tag(client: docker.DockerClient, image: str, repository: str, tag_name: str)
 
 
 def push(client: docker.DockerClient, repository: str, tag_name: str,
-         auth: dict[str, str] | None, on_line: LineSink) -> str:
+         credentials: RegistryCredentials, on_line: LineSink) -> str:
     """Push one tag and return the manifest digest the registry reported.
 
     Any `error` event fails the push, whatever the HTTP status of the stream.
     """
     digest = None
     try:
-        stream = client.api.push(repository, tag=tag_name, stream=True, decode=True, auth_config=auth)
+        stream = client.api.push(repository, tag=tag_name, stream=True, decode=True,
+                                 auth_config=credentials.auth_config())
         for event in stream:
             if "error" in event or "errorDetail" in event:
                 detail = event.get("errorDetail", {}).get("message") or event.get("error")
@@ -160,6 +162,18 @@ def push(client: docker.DockerClient, repository: str, tag_name: str,
     if digest is None:
         raise ServiceError(f"push of {repository}:{tag_name} ended without a digest", where=repository)
     return digest
+
+
+def untag(client: docker.DockerClient, ref: str) -> None:
+    """Drop a local tag that only existed to be pushed (publish's staging tags).
+
+    Never the image's last tag: removing that would delete the image.
+    """
+    try:
+        if len(client.images.get(ref).tags) > 1:
+            client.images.remove(ref, noprune=True)
+    except docker.errors.ImageNotFound:
+        pass
 
 
 def pull_by_digest(client: docker.DockerClient, repository: str, digest: str,

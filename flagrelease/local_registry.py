@@ -1,7 +1,8 @@
 """A real registry on loopback (Debian's `docker-registry`, distribution v2).
 
 `flagrelease build` starts one when no --registry is given, so a fresh machine
-can release end to end; the test suite starts its own, with and without auth.
+can release end to end; the test suite starts its own, with and without auth,
+and read-only ones (they answer the /v2/ ping but refuse every upload).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from flagrelease.errors import ServiceError
 
 
 class LocalRegistry:
-    def __init__(self, root: Path, port: int, htpasswd: Path | None = None):
+    def __init__(self, root: Path, port: int, htpasswd: Path | None = None, readonly: bool = False):
         self.root = root
         self.port = port
         self.htpasswd = htpasswd
+        self.readonly = readonly
         self.address = f"127.0.0.1:{port}"
         self._proc: subprocess.Popen | None = None
 
@@ -75,6 +77,8 @@ class LocalRegistry:
             "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}, "delete": {"enabled": True}},
             "http": {"addr": self.address},
         }
+        if self.readonly:
+            config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
         if self.htpasswd is not None:
             config["auth"] = {"htpasswd": {"realm": "flagrelease", "path": str(self.htpasswd)}}
         return config

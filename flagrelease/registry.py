@@ -1,4 +1,8 @@
-"""The one place that talks to an OCI registry's HTTP API (distribution v2)."""
+"""The one place that talks to an OCI registry's HTTP API (distribution v2).
+
+Authentication is HTTP basic (what distribution's htpasswd auth speaks); every
+failure becomes a ServiceError naming the registry, never the credentials.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import httpx
 
 from flagrelease.errors import ServiceError
 from flagrelease.loopback import is_loopback
+from flagrelease.registry_auth import PASSWORD_VAR, USERNAME_VAR, RegistryCredentials
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -20,10 +25,21 @@ def base_url(registry: str) -> str:
     return f"{'http' if is_loopback(registry.rsplit(':', 1)[0]) else 'https'}://{registry}"
 
 
+def _registry_message(response: httpx.Response) -> str:
+    """The registry's own words: distribution's {"errors": [...]} body, else the raw text."""
+    try:
+        errors = response.json().get("errors") or []
+        text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+    except (ValueError, AttributeError):
+        text = ""
+    return text or response.text.strip()[:300] or response.reason_phrase
+
+
 class RegistryClient:
-    def __init__(self, registry: str, auth: tuple[str, str] | None = None, timeout: float = 10.0):
+    def __init__(self, registry: str, credentials: RegistryCredentials | None = None, timeout: float = 10.0):
         self.registry = registry
-        self._http = httpx.Client(base_url=base_url(registry), auth=auth, timeout=timeout)
+        self.credentials = credentials or RegistryCredentials()
+        self._http = httpx.Client(base_url=base_url(registry), auth=self.credentials.basic(), timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -34,37 +50,66 @@ class RegistryClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def check(self) -> None:
-        """Fail early, before anything is built, when the registry cannot take a push."""
+    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
         try:
-            response = self._http.get("/v2/")
+            return self._http.request(method, url, **kwargs)
         except httpx.HTTPError as err:
             raise ServiceError(
                 f"registry {self.registry} cannot be reached: {type(err).__name__}: {err}",
                 where=f"--registry / FLAGRELEASE_REGISTRY = {self.registry}",
                 fix="start the registry or correct its address (omit --registry to use a local one)",
             ) from None
+
+    def _unauthorized(self) -> ServiceError:
+        source = self.credentials.source
+        if self.credentials.anonymous:
+            return ServiceError(f"registry {self.registry} requires credentials and none were found ({source})",
+                                where=self.registry,
+                                fix=f"set {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}`")
+        return ServiceError(f"registry {self.registry} refused the credentials from {source} (HTTP 401)",
+                            where=self.registry,
+                            fix=f"correct {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}` again")
+
+    def _checked(self, response: httpx.Response, action: str) -> httpx.Response:
         if response.status_code == 401:
-            raise ServiceError(
-                f"registry {self.registry} refused the credentials (HTTP 401)",
-                where=self.registry,
-                fix="set FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD or `docker login`",
-            )
+            raise self._unauthorized()
+        if response.is_error:
+            raise ServiceError(f"registry {self.registry} refused to {action}: HTTP {response.status_code} "
+                               f"{_registry_message(response)}", where=self.registry)
+        return response
+
+    def check(self) -> None:
+        """Fail early, before anything is built, when the registry cannot take a push."""
+        response = self._checked(self._send("GET", "/v2/"), "answer the /v2/ ping")
         if response.status_code != 200:
             raise ServiceError(f"registry {self.registry} answered /v2/ with HTTP {response.status_code}",
                                where=self.registry)
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """Digest of repository:tag, or None when the tag does not exist."""
-        response = self._http.head(f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES})
+        response = self._send("HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES})
         if response.status_code == 404:
             return None
-        response.raise_for_status()
-        return response.headers["Docker-Content-Digest"]
+        return self._checked(response, f"look up {repository}:{tag}").headers["Docker-Content-Digest"]
+
+    def tag_manifest(self, repository: str, digest: str, tag: str) -> None:
+        """Point repository:tag at the manifest `digest`, overwriting the tag.
+
+        The manifest's bytes are copied unchanged, so its digest cannot change.
+        """
+        got = self._checked(self._send("GET", f"/v2/{repository}/manifests/{digest}",
+                                       headers={"Accept": MANIFEST_TYPES}), f"read {repository}@{digest}")
+        self._checked(self._send("PUT", f"/v2/{repository}/manifests/{tag}", content=got.content,
+                                 headers={"Content-Type": got.headers["Content-Type"]}), f"tag {repository}:{tag}")
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest, and with it every tag in `repository` that points at it."""
+        response = self._send("DELETE", f"/v2/{repository}/manifests/{digest}")
+        if response.status_code != 404:
+            self._checked(response, f"delete {repository}@{digest}")
 
     def tags(self, repository: str) -> list[str]:
-        response = self._http.get(f"/v2/{repository}/tags/list")
+        response = self._send("GET", f"/v2/{repository}/tags/list")
         if response.status_code == 404:
             return []
-        response.raise_for_status()
-        return response.json().get("tags") or []
+        return self._checked(response, f"list the tags of {repository}").json().get("tags") or []

@@ -1,0 +1,361 @@
+"""Publishing against real registries (Debian's docker-registry on loopback, htpasswd auth).
+
+The pushing tests publish the `released` tiny-llama image (or a relabelled copy)
+into a repository of their own; the password is distinctive, so any leak is found
+by substring.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import uuid
+
+import pytest
+from pydantic import SecretStr
+
+from flagrelease import publish
+from flagrelease.errors import ConfigError, ServiceError
+from flagrelease.local_registry import LocalRegistry
+from flagrelease.registry import RegistryClient
+from flagrelease.registry_auth import RegistryCredentials, resolve_credentials
+from tests.conftest import free_port
+
+USER = "flagos"
+PASSWORD = f"pw-{uuid.uuid4().hex}"
+REPO_PREFIX = "flagrelease/publish-test-"
+TAG, NEXT_TAG = "2601010000", "2601010001"
+
+
+@pytest.fixture(scope="module")
+def htpasswd(tmp_path_factory):
+    path = tmp_path_factory.mktemp("htpasswd") / "htpasswd"
+    out = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
+    path.write_text(out.stdout)
+    return path
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory, htpasswd):
+    reg = LocalRegistry(tmp_path_factory.mktemp("auth-registry"), free_port(), htpasswd=htpasswd).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def readonly_registry(tmp_path_factory, htpasswd):
+    """Answers the /v2/ ping (and HEADs) but refuses every upload: the failure shows only in the push stream."""
+    reg = LocalRegistry(tmp_path_factory.mktemp("ro-registry"), free_port(), htpasswd=htpasswd,
+                        readonly=True).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def login(monkeypatch, tmp_path):
+    """Credentials through the environment; an empty Docker config so the host's `docker login` plays no part."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+
+    def _login(password: str | None) -> None:
+        for name, value in (("FLAGRELEASE_REGISTRY_USERNAME", USER), ("FLAGRELEASE_REGISTRY_PASSWORD", password)):
+            if password is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+
+    return _login
+
+
+@pytest.fixture
+def admin(auth_registry):
+    """A client with the right password, to look at the registry whatever the test did."""
+    with RegistryClient(auth_registry.address, RegistryCredentials(username=USER, password=SecretStr(PASSWORD))) as api:
+        yield api
+
+
+@pytest.fixture
+def repository():
+    return REPO_PREFIX + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def no_local_tags_left(docker_client):
+    yield
+    for image in docker_client.images.list():
+        for ref in image.tags:
+            if REPO_PREFIX in ref:
+                docker_client.images.remove(ref, noprune=True)
+
+
+@pytest.fixture(scope="module")
+def rebuilt(docker_client, released):
+    """The released image with one more label: a second release with a different digest, sharing every layer."""
+    dockerfile = f"FROM {released['image_id']}\nLABEL org.flagos.test-rebuild={uuid.uuid4().hex}\n"
+    # Its own tag keeps it alive when the tests' registry tags on it are removed.
+    ref = f"flagrelease-test/publish-rebuilt:{uuid.uuid4().hex[:8]}"
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=ref, rm=True)
+    yield image.id
+    docker_client.images.remove(ref)
+
+
+def assert_no_secret(*things) -> None:
+    for thing in things:
+        texts = [str(thing), repr(thing)]
+        if isinstance(thing, ServiceError | ConfigError):
+            texts += [thing.render(), str(thing.__cause__), str(thing.__context__)]
+        if hasattr(thing, "model_dump_json"):
+            texts.append(thing.model_dump_json())
+        assert all(PASSWORD not in text for text in texts), f"password leaked in {type(thing).__name__}"
+
+
+def break_manifest_storage(reg: LocalRegistry, repository: str) -> None:
+    """A file where the registry keeps the repository's manifest revisions: HEADs and tag lists still answer,
+    blob uploads still work, but the final manifest PUT fails with HTTP 500 (dockerd does not retry it)."""
+    manifests = reg.root / "data/docker/registry/v2/repositories" / repository / "_manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "revisions").write_text("")
+
+
+def local_tags(client, repository: str) -> list[str]:
+    return [ref for image in client.images.list() for ref in image.tags if f"/{repository}:" in ref]
+
+
+# --- tag policy ------------------------------------------------------------------------------------------
+
+
+def test_publish_with_auth_sets_release_tag_then_aliases(docker_client, released, auth_registry, admin, login,
+                                                         repository):
+    login(PASSWORD)
+    lines: list[str] = []
+    result = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
+                                  aliases=["latest", "0.8.0-0.8.0"], on_line=lines.append)
+    assert result.tags == [TAG, "latest", "0.8.0-0.8.0"]
+    assert result.digest.startswith("sha256:")
+    for tag in result.tags:
+        assert admin.manifest_digest(repository, tag) == result.digest
+    # The release tag is verified before any alias is set.
+    pushed, tagged = lines.index(f"pushing {auth_registry.address}/{repository}:{TAG}"), lines.index(
+        f"tagging {auth_registry.address}/{repository}:latest -> {result.digest}")
+    assert pushed < tagged
+    assert_no_secret(result, "\n".join(lines))
+
+
+def test_the_flow_call_without_aliases_still_works(docker_client, released, auth_registry, admin, login,
+                                                   repository):
+    login(PASSWORD)
+    result = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
+                                  on_line=lambda line: None)
+    assert result.tags == [TAG]
+    assert admin.tags(repository) == [TAG]
+
+
+@pytest.mark.parametrize(("password", "problem", "fix"), [
+    (f"not-{PASSWORD}", "refused the credentials from FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD",
+     "correct FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD"),
+    (None, "requires credentials and none were found (anonymous)",
+     "set FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD"),
+], ids=["wrong-password", "no-credentials"])
+def test_bad_credentials_are_refused_before_anything_is_pushed(docker_client, released, auth_registry, admin,
+                                                               login, repository, password, problem, fix):
+    login(password)
+    with pytest.raises(ServiceError) as caught:
+        publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
+                             aliases=["latest"], on_line=lambda line: None)
+    err = caught.value
+    assert f"registry {auth_registry.address} {problem}" in err.problem
+    assert err.where == auth_registry.address
+    assert fix in err.fix and f"docker login {auth_registry.address}" in err.fix
+    assert_no_secret(err)
+    assert admin.tags(repository) == []
+    assert local_tags(docker_client, repository) == []
+
+
+def test_docker_config_credentials_are_used(docker_client, released, auth_registry, admin, login, repository,
+                                            tmp_path, monkeypatch):
+    login(None)
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (tmp_path / "docker-config").mkdir()
+    (tmp_path / "docker-config/config.json").write_text(
+        json.dumps({"auths": {f"http://{auth_registry.address}/v2/": {"auth": auth}}}))
+    result = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
+                                  on_line=lambda line: None)
+    assert admin.manifest_digest(repository, TAG) == result.digest
+
+
+def test_an_existing_release_tag_is_never_overwritten(docker_client, released, rebuilt, auth_registry, admin,
+                                                      login, repository):
+    login(PASSWORD)
+    first = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
+                                 on_line=lambda line: None)
+    with pytest.raises(ServiceError, match="already exists; release tags are immutable") as caught:
+        publish.push_release(docker_client, rebuilt, auth_registry.address, repository, TAG,
+                             aliases=["latest"], on_line=lambda line: None)
+    assert_no_secret(caught.value)
+    assert admin.manifest_digest(repository, TAG) == first.digest
+    assert admin.tags(repository) == [TAG]
+
+
+def test_aliases_move_to_the_next_release(docker_client, released, rebuilt, auth_registry, admin, login,
+                                          repository):
+    login(PASSWORD)
+    aliases = ["latest", "0.8.0-0.8.0"]
+    first = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
+                                 aliases=aliases, on_line=lambda line: None)
+    second = publish.push_release(docker_client, rebuilt, auth_registry.address, repository, NEXT_TAG,
+                                  aliases=aliases, on_line=lambda line: None)
+    assert second.digest != first.digest
+    assert [admin.manifest_digest(repository, alias) for alias in aliases] == [second.digest] * 2
+    assert admin.manifest_digest(repository, TAG) == first.digest  # the older release is untouched
+
+
+@pytest.mark.parametrize(("tag", "aliases"), [
+    ("-bad", []), (TAG, ["not a tag"]), (TAG, [NEXT_TAG]), (TAG, [TAG]), (TAG, [f"staging-{TAG}"]),
+])
+def test_every_tag_is_validated_before_contacting_the_registry(tag, aliases):
+    dead = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError):
+        publish.push_release(None, "sha256:unused", dead, REPO_PREFIX + "x", tag, aliases=aliases)
+
+
+def test_a_push_failure_inside_the_stream_fails_the_release(docker_client, released, readonly_registry, login,
+                                                            repository):
+    login(PASSWORD)
+    remote = f"{readonly_registry.address}/{repository}"
+    with pytest.raises(ServiceError) as caught:
+        publish.push_release(docker_client, released["image_id"], readonly_registry.address, repository, TAG,
+                             aliases=["latest"], on_line=lambda line: None)
+    err = caught.value
+    # The /v2/ ping passed; dockerd relays the registry's refusal of the upload inside the stream.
+    assert err.problem.startswith(f"push of {remote}:{TAG} failed: ")
+    assert "405" in err.problem and "Method not allowed" in err.problem
+    assert err.where == remote
+    assert_no_secret(err)
+    creds = RegistryCredentials(username=USER, password=SecretStr(PASSWORD))
+    with RegistryClient(readonly_registry.address, creds) as api:
+        assert api.tags(repository) == []
+
+
+# --- sets: all or nothing -------------------------------------------------------------------------------
+
+
+def _arch_set(released, repository: str) -> list[publish.PublishItem]:
+    return [publish.PublishItem(image_id=released["image_id"], repository=f"{repository}-{arch}", tag=TAG,
+                                aliases=["latest"]) for arch in ("amd64", "arm64")]
+
+
+def test_a_set_is_released_when_every_item_landed(docker_client, released, auth_registry, admin, login,
+                                                  repository):
+    login(PASSWORD)
+    items = _arch_set(released, repository)
+    results = publish.publish_set(docker_client, items, auth_registry.address, on_line=lambda line: None)
+    assert [r.repository for r in results] == [item.repository for item in items]
+    for result in results:
+        assert result.tags == [TAG, "latest"]
+        # The staging tag stays: distribution v2 deletes manifests by digest only, which would take the release.
+        assert sorted(admin.tags(result.repository)) == sorted([TAG, "latest", f"staging-{TAG}"])
+        assert {admin.manifest_digest(result.repository, t) for t in admin.tags(result.repository)} == {
+            result.digest}
+        assert local_tags(docker_client, result.repository) == []  # staging tags are local only for the push
+    assert_no_secret(*results)
+
+
+def test_a_failed_item_leaves_no_release_tag_in_the_set(docker_client, released, auth_registry, admin, login,
+                                                        repository):
+    login(PASSWORD)
+    good, bad = _arch_set(released, repository)
+    break_manifest_storage(auth_registry, bad.repository)
+    lines: list[str] = []
+    with pytest.raises(ServiceError) as caught:
+        publish.publish_set(docker_client, [good, bad], auth_registry.address, on_line=lines.append)
+    err = caught.value
+    assert err.problem.startswith("none of the 2 images was released: ")
+    assert f"push of {auth_registry.address}/{bad.repository}:staging-{TAG} failed" in err.problem
+    assert any(line.startswith(f"rolled back {auth_registry.address}/{good.repository}@sha256:") for line in lines)
+    assert admin.tags(good.repository) == []  # staged, then deleted by digest
+    assert admin.tags(bad.repository) == []
+    assert local_tags(docker_client, good.repository) == []
+    assert_no_secret(err, "\n".join(lines))
+
+
+def test_a_set_with_one_existing_release_pushes_nothing(docker_client, released, auth_registry, admin, login,
+                                                        repository):
+    login(PASSWORD)
+    first, second = _arch_set(released, repository)
+    publish.push_release(docker_client, released["image_id"], auth_registry.address, second.repository, TAG,
+                         on_line=lambda line: None)
+    with pytest.raises(ServiceError, match="already exists"):
+        publish.publish_set(docker_client, [first, second], auth_registry.address, on_line=lambda line: None)
+    assert admin.tags(first.repository) == []
+    assert admin.tags(second.repository) == [TAG]
+
+
+def test_rollback_spares_a_manifest_another_tag_still_needs(docker_client, released, auth_registry, admin, login,
+                                                            repository):
+    """The same image already released in the good repository: deleting the staged digest would take it too."""
+    login(PASSWORD)
+    good, bad = _arch_set(released, repository)
+    earlier = publish.push_release(docker_client, released["image_id"], auth_registry.address, good.repository,
+                                   NEXT_TAG, on_line=lambda line: None)
+    break_manifest_storage(auth_registry, bad.repository)
+    with pytest.raises(ServiceError, match=r"these tags could not be removed: .*is also tagged 2601010001") as caught:
+        publish.publish_set(docker_client, [good, bad], auth_registry.address, on_line=lambda line: None)
+    assert "delete them" in caught.value.fix
+    assert admin.manifest_digest(good.repository, NEXT_TAG) == earlier.digest
+    assert admin.manifest_digest(good.repository, TAG) is None
+
+
+# --- credentials ----------------------------------------------------------------------------------------
+
+
+def _docker_config(tmp_path, config: dict) -> dict[str, str]:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return {"DOCKER_CONFIG": str(tmp_path)}
+
+
+def test_credentials_come_from_the_environment_first(tmp_path):
+    auth = base64.b64encode(b"other:otherpw").decode()
+    env = _docker_config(tmp_path, {"auths": {"127.0.0.1:5000": {"auth": auth}}})
+    env |= {"FLAGRELEASE_REGISTRY_USERNAME": USER, "FLAGRELEASE_REGISTRY_PASSWORD": PASSWORD}
+    creds = resolve_credentials("127.0.0.1:5000", env)
+    assert creds.basic() == (USER, PASSWORD)
+    assert creds.source == "FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD"
+    assert_no_secret(creds)
+
+
+def test_credentials_from_the_docker_config_match_the_host(tmp_path):
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    env = _docker_config(tmp_path, {"auths": {"https://127.0.0.1:5000/v1/": {"auth": auth},
+                                              "127.0.0.1:6000": {"auth": "garbage"}}})
+    creds = resolve_credentials("127.0.0.1:5000", env)
+    assert creds.auth_config() == {"username": USER, "password": PASSWORD}
+    assert str(tmp_path / "config.json") in creds.source
+    assert_no_secret(creds)
+    assert resolve_credentials("127.0.0.1:7000", env).anonymous
+
+
+def test_credential_helpers_are_named_not_run(tmp_path):
+    env = _docker_config(tmp_path, {"auths": {"127.0.0.1:5000": {}}, "credsStore": "pass"})
+    creds = resolve_credentials("127.0.0.1:5000", env)
+    assert creds.anonymous
+    assert "docker-credential-pass, which flagrelease does not run" in creds.source
+
+
+@pytest.mark.parametrize("env", [
+    {"FLAGRELEASE_REGISTRY_USERNAME": USER},
+    {"FLAGRELEASE_REGISTRY_PASSWORD": PASSWORD},
+])
+def test_half_set_credentials_are_a_config_error(env):
+    with pytest.raises(ConfigError, match="only one of") as caught:
+        resolve_credentials("127.0.0.1:5000", env)
+    assert_no_secret(caught.value)
+
+
+def test_a_broken_docker_config_entry_is_named_without_its_value(tmp_path):
+    bad = base64.b64encode(f"no-colon-{PASSWORD}".encode()).decode()
+    env = _docker_config(tmp_path, {"auths": {"127.0.0.1:5000": {"auth": bad}}})
+    with pytest.raises(ConfigError, match=r"auths\.127\.0\.0\.1:5000\.auth is not base64") as caught:
+        resolve_credentials("127.0.0.1:5000", env)
+    assert bad not in caught.value.render()
+    assert_no_secret(caught.value)
