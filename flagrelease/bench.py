@@ -1,8 +1,8 @@
 """Bench step: serve the image as each side of the comparison and measure it.
 
 The same image serves both sides, as FlagRelease does: `native` with
-USE_FLAGGEMS=false and `flaggems` with USE_FLAGGEMS=true, one after the other
-on the same host with the same prompts, so their ratio is measured in one run.
+USE_FLAGGEMS=false and `flaggems` with USE_FLAGGEMS=true, on the same host
+with the same prompts, so their ratio is measured in one run.
 `gate_inputs` turns the measurements (and the model's reference baseline, when
 there is one) into what the gate decides on.
 """
@@ -10,6 +10,7 @@ there is one) into what the gate decides on.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -38,33 +39,63 @@ class SideResult(BaseModel):
     seconds: float
 
 
-def measure_side(client, image: str, cell: Cell, matrix: MatrixFile, weights_dir: Path, side: str, *,
-                 owner: str, timeout_s: float, on_line=print) -> SideResult:
-    started = time.monotonic()
+def measure_sides(client, image: str, cell: Cell, matrix: MatrixFile, weights_dir: Path, *,
+                  owner: str, timeout_s: float, on_line=print) -> dict[str, SideResult]:
+    """Measure every side. Sequential by default (one serve stack at a time: what a single
+    accelerator allows); with `perf.interleave` both stacks stay up and the repeats
+    alternate native, flaggems, native, ... so that drift on the host hits both alike."""
     plan = cell.model.bench
     datasets = [accuracy.load_dataset(matrix.source.parent / a.path, a.name, a.kind) for a in plan.accuracy]
-    options = run_options(cell, weights_dir, use_flaggems=side == "flaggems")
     model = served_name(cell)
+    repeats = plan.perf.repeats if plan.perf else 0
+    runs: dict[str, list[list[PerfResult]]] = {side: [] for side in SIDES}
+
+    def perf_repeat(side: str, base_url: str, r: int) -> None:
+        on_line(f"[{side}] perf repeat {r + 1}/{repeats}: concurrency {plan.perf.concurrency}, "
+                f"shapes {plan.perf.shapes}")
+        # The same seeds on both sides (same prompts); fresh ones per repeat (no prefix-cache hits).
+        runs[side].append(loadgen.sweep(base_url, model, plan.perf.concurrency, [tuple(x) for x in plan.perf.shapes],
+                                        plan.perf.num_prompts, num_warmups=plan.perf.num_warmups, seed=1000 * r,
+                                        request_timeout_s=plan.perf.request_timeout_s))
+
+    def scores(side: str, base_url: str) -> dict[str, accuracy.AccuracyResult]:
+        found = {}
+        for spec, dataset in zip(plan.accuracy, datasets):
+            on_line(f"[{side}] accuracy: {dataset.name} ({len(dataset.questions)} questions)")
+            found[dataset.name] = accuracy.run(base_url, model, dataset, engine=cell.chip.stack.engine,
+                                               concurrency=spec.concurrency, max_tokens=spec.max_tokens)
+        return found
+
+    def serve(stack: ExitStack, side: str) -> tuple[str, float]:
+        options = run_options(cell, weights_dir, use_flaggems=side == "flaggems")
+        base_url, _container, ready_s = stack.enter_context(serving(
+            client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line, purpose=f"bench-{side}"))
+        return base_url, ready_s
+
+    results, started = {}, time.monotonic()
     try:
-        with serving(client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line,
-                     purpose=f"bench-{side}") as (base_url, _container, ready_s):
-            repeats = []
-            if plan.perf is not None:
-                on_line(f"[{side}] perf sweep: concurrency {plan.perf.concurrency}, shapes {plan.perf.shapes}, "
-                        f"{plan.perf.repeats} repeat(s)")
-                # Fresh seeds per repeat: a repeated prompt would hit the prefix cache.
-                repeats = [loadgen.sweep(base_url, model, plan.perf.concurrency, [tuple(s) for s in plan.perf.shapes],
-                                         plan.perf.num_prompts, num_warmups=plan.perf.num_warmups,
-                                         seed=1000 * r, request_timeout_s=plan.perf.request_timeout_s)
-                           for r in range(plan.perf.repeats)]
-            scores = {}
-            for spec, dataset in zip(plan.accuracy, datasets):
-                on_line(f"[{side}] accuracy: {dataset.name} ({len(dataset.questions)} questions)")
-                scores[dataset.name] = accuracy.run(base_url, model, dataset, engine=cell.chip.stack.engine,
-                                                    concurrency=spec.concurrency, max_tokens=spec.max_tokens)
+        if plan.perf is not None and plan.perf.interleave:
+            with ExitStack() as stack:
+                urls = {side: serve(stack, side) for side in SIDES}
+                for r in range(repeats):
+                    for side in SIDES:
+                        perf_repeat(side, urls[side][0], r)
+                for side in SIDES:
+                    results[side] = _side(side, urls[side][1], runs[side], scores(side, urls[side][0]), started)
+        else:
+            for side in SIDES:
+                with ExitStack() as stack:
+                    base_url, ready_s = serve(stack, side)
+                    for r in range(repeats):
+                        perf_repeat(side, base_url, r)
+                    results[side] = _side(side, ready_s, runs[side], scores(side, base_url), started)
     except NotReady as err:
-        raise ServiceError(f"[{side}] serve stack not ready for benchmarking: {err.problem}\n"
+        raise ServiceError(f"serve stack not ready for benchmarking: {err.problem}\n"
                            + "\n".join(err.log.splitlines()[-20:])) from None
+    return results
+
+
+def _side(side: str, ready_s: float, repeats: list[list[PerfResult]], scores: dict, started: float) -> SideResult:
     return SideResult(side=side, use_flaggems=side == "flaggems", ready_seconds=ready_s,
                       perf=median_levels(repeats), perf_repeats=repeats, accuracy=scores,
                       seconds=time.monotonic() - started)

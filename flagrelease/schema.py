@@ -180,6 +180,8 @@ class PerfPlan(Strict):
     # Each level is measured `repeats` times and the median-throughput run is kept: one
     # scheduler hiccup on a shared host then cannot decide a ratio.
     repeats: Annotated[int, Field(ge=1, le=9)] = 1
+    # Keep both sides' serve stacks up and alternate their repeats (needs room for two stacks).
+    interleave: bool = False
     request_timeout_s: float = 600.0
 
 

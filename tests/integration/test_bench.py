@@ -116,3 +116,33 @@ def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_clie
     assert summary["status"] == "gated" and summary["digest"] is None
     with RegistryClient(registry.address) as api:
         assert api.tags(name) == before
+
+
+def test_bench_commands_against_the_served_model(served, cell, tmp_path, fr_home):
+    perf = run_cli("bench", "perf", "--url", served, "-m", served_name(cell), "--concurrency", "1,2",
+                   "--shape", "32x8", "--num-prompts", "3", "--out", str(tmp_path / "p.json"),
+                   "--plot", str(tmp_path / "p.png"), "--json", home=fr_home)
+    assert perf.returncode == 0, perf.stderr
+    levels = json.loads(perf.stdout)
+    assert [lvl["max_concurrency"] for lvl in levels] == [1, 2] and all(lvl["output_throughput"] > 0 for lvl in levels)
+    assert len(json.loads((tmp_path / "p.json").read_text())[0]["traces"]) == 3
+
+    acc = run_cli("bench", "accuracy", "--url", served, "-m", served_name(cell), "--dataset",
+                  str(ROOT / "datasets/tiny-arith-mc.jsonl"), "--engine", "llama_cpp", "--out",
+                  str(tmp_path / "a.jsonl"), "--json", home=fr_home)
+    assert acc.returncode == 0, acc.stderr
+    assert json.loads(acc.stdout)["n"] == 40 and len((tmp_path / "a.jsonl").read_text().splitlines()) == 40
+
+
+def test_bench_refuses_a_non_loopback_url(tmp_path):
+    proc = run_cli("bench", "perf", "--url", "http://172.17.0.2:9010", "-m", "x", home=tmp_path)
+    assert proc.returncode == 2 and "127.0.0.1 only" in proc.stderr
+
+
+def test_gate_command_redecides_a_stored_release(released, fr_home):
+    run_dir = fr_home / "results" / "tiny-llama--cpu" / released["run_id"]
+    for rule in ("statistical", "classic"):
+        proc = run_cli("gate", str(run_dir), "--rule", rule, "--json", home=fr_home)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["verdict"] == "PASS" and {a["rule"] for a in report["accuracy"]} == {rule}
