@@ -139,8 +139,29 @@ class S3Store:
         with self._errors(key):
             return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
+    def download(self, target: Path) -> list[Path]:
+        """Every object under this store's prefix, into `target` (same relative layout)."""
+        root = f"{self.prefix}/" if self.prefix else ""
+        files = []
+        with self._errors(""):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
+                for obj in page.get("Contents", []):
+                    dest = target / obj["Key"][len(root):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    self._client.download_file(self.bucket, obj["Key"], str(dest))
+                    files.append(dest)
+        return files
+
     def _errors(self, key: str):
         return _s3_errors(f"{self.location}/{key}".rstrip("/"), self.endpoint_url)
+
+
+def download_prefix(uri: str, target: Path, *, where: str, endpoint_url: str | None = None) -> Path:
+    """Weights (or any tree) from s3://BUCKET/PREFIX into `target`; an empty prefix is an error."""
+    bucket, prefix = _parse_s3_url(uri)
+    if not S3Store(bucket, prefix, endpoint_url=endpoint_url).download(target):
+        raise ConfigError(f"nothing under {uri}", where=where, fix="upload the weights there or correct the URI")
+    return target
 
 
 _FIXES = {

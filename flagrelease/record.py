@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from flagrelease.accuracy import write_records
 from flagrelease.base_image import BaseImageResult
@@ -19,6 +19,7 @@ from flagrelease.build import ImageRef
 from flagrelease.gate import GateReport
 from flagrelease.loadgen import plot_sweep
 from flagrelease.publish import PublishResult
+from flagrelease.report import ReportResult
 from flagrelease.smoke import SmokeResult
 
 
@@ -41,6 +42,8 @@ class ReleaseRecord(BaseModel):
     gate: GateReport | None = None
     publish: PublishResult | None = None
     timings: dict[str, float] = {}
+    # Where the record and its files were stored: known only after they were, so not in the file.
+    reports: ReportResult | None = Field(default=None, exclude=True)
 
     def directory(self, results_dir: Path) -> Path:
         return results_dir / self.cell / self.run_id

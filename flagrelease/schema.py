@@ -114,12 +114,20 @@ class Chip(Strict):
 class Weights(Strict):
     """Where weights come from: generated offline, a ModelScope id, or a local directory."""
 
-    source: Literal["generate", "modelscope", "local"]
+    source: Literal["generate", "modelscope", "local", "s3"]
     generator: Ident | None = None
     modelscope_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
     revision: Version | None = None
     path: AbsPath | None = None
+    uri: Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$")] | None = None
     mount: AbsPath | None = None
+
+    @model_validator(mode="after")
+    def _source_has_its_field(self) -> "Weights":
+        needed = {"generate": "generator", "modelscope": "modelscope_id", "local": "path", "s3": "uri"}[self.source]
+        if getattr(self, needed) is None:
+            raise ValueError(f"weights.source {self.source} needs weights.{needed}")
+        return self
 
     @field_validator("generator")
     @classmethod
@@ -272,6 +280,9 @@ class MatrixAxes(Strict):
 
 class ReleaseDefaults(Strict):
     namespace: Ident = "flagrelease"
+    # Moving tags, set only after the gate passed and the release tag is verified;
+    # `{pin}` expands from the cell's pins ("{flaggems}-{flagscale}" -> 2.2-0.8.0).
+    aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]
 
 
 class MatrixFile(BaseModel):

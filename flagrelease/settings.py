@@ -63,6 +63,10 @@ class Settings(BaseModel):
         description="host:port of the registry to push to; unset starts a local one",
     )
     build: BuildSettings = Field(default_factory=BuildSettings)
+    s3_url: str | None = Field(default_factory=lambda: _env("S3_URL"),
+                               description="s3://BUCKET/PREFIX for reports, beside the local copy")
+    s3_endpoint_url: str | None = Field(default_factory=lambda: _env("S3_ENDPOINT_URL"),
+                                        description="S3 API endpoint (MinIO, moto); AWS when unset")
 
     @property
     def weights_dir(self) -> Path:
@@ -75,6 +79,10 @@ class Settings(BaseModel):
     @property
     def contexts_dir(self) -> Path:
         return self.home / "contexts"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.home / "ledger.sqlite"
 
 
 def load_settings(**overrides) -> Settings:

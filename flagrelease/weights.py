@@ -1,18 +1,20 @@
 """Weights step: a host directory holding the model, mounted into the container at run time.
 
-Sources: `generate` (the tiny offline model), `local` (a directory on the host)
-and `modelscope` (a hub id, downloaded with `snapshot_download` into the cache).
+Sources: `generate` (the tiny offline model), `local` (a directory on the host),
+`s3` (every object under an s3:// URI) and `modelscope` (a hub id, downloaded with
+`snapshot_download` into the cache, revision pinned when given).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flagrelease.errors import ConfigError, ServiceError
+from flagrelease import modelscope_hub
+from flagrelease.errors import ConfigError
 from flagrelease.schema import Cell
 
 
-def ensure_weights(cell: Cell, target: Path) -> Path:
+def ensure_weights(cell: Cell, target: Path, s3_endpoint_url: str | None = None) -> Path:
     """Return the host directory with the cell's weights, producing them in `target` when needed."""
     weights = cell.model.weights
     if weights.source == "generate":
@@ -30,21 +32,15 @@ def ensure_weights(cell: Cell, target: Path) -> Path:
                 fix="download the weights there or point weights.path at them",
             )
         return path
-    return download_from_modelscope(cell, target)
+    if weights.source == "s3":
+        return download_from_s3(cell, target, s3_endpoint_url)
+    return modelscope_hub.download(weights.modelscope_id, weights.revision, target,
+                                   where=f"models.{cell.model_id}.weights")
 
 
-def download_from_modelscope(cell: Cell, cache_dir: Path) -> Path:
-    weights = cell.model.weights
-    try:
-        from modelscope import snapshot_download
+def download_from_s3(cell: Cell, target: Path, endpoint_url: str | None) -> Path:
+    """Every object under the weights URI, into `target`."""
+    from flagrelease.artifact_store import download_prefix
 
-        return Path(
-            snapshot_download(weights.modelscope_id, revision=weights.revision, cache_dir=str(cache_dir))
-        )
-    except Exception as err:  # modelscope raises bare requests/HTTP errors
-        raise ServiceError(
-            f"cannot download {weights.modelscope_id} from ModelScope: {type(err).__name__}: {err}",
-            where=f"models.{cell.model_id}.weights",
-            fix="make modelscope.cn reachable, or download the weights elsewhere and set "
-            "weights.source: local with weights.path",
-        ) from None
+    return download_prefix(cell.model.weights.uri, target, where=f"models.{cell.model_id}.weights.uri",
+                           endpoint_url=endpoint_url)

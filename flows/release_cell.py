@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flagrelease import base_image, bench, build, docker_engine, gate, naming, publish, render, smoke, weights
+from flagrelease import base_image, bench, build, docker_engine, gate, naming, publish, render, report, smoke, weights
 from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError
 from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.preflight import preflight
@@ -43,7 +43,7 @@ def registry_task(settings: Settings) -> str:
 
 @task(name="weights", cache_policy=NO_CACHE)
 def weights_task(cell: Cell, settings: Settings) -> Path:
-    return weights.ensure_weights(cell, settings.weights_dir / cell.model_id)
+    return weights.ensure_weights(cell, settings.weights_dir / cell.model_id, settings.s3_endpoint_url)
 
 
 @task(name="base-image", cache_policy=NO_CACHE)
@@ -89,20 +89,38 @@ def gate_task(cell: Cell, matrix: MatrixFile, sides: dict[str, bench.SideResult]
     return report, against
 
 
+NOT_TRANSIENT = ("already exists", "credentials", "401", "403", "none of the")
+
+
 def _retry_push(task, task_run, state) -> bool:
-    """Retry transient push failures, never an immutable-tag refusal."""
+    """Retry transient push failures, never a refusal that would only repeat itself
+    (an immutable tag, wrong credentials)."""
     try:
         state.result()
     except ServiceError as err:
-        return "already exists" not in err.problem
+        return not any(text in err.problem for text in NOT_TRANSIENT)
     except Exception:
         return True
     return False
 
 
 @task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
-def push_task(image: build.ImageRef, registry: str, repository: str, tag: str) -> publish.PublishResult:
-    return publish.push_release(docker_engine.connect(), image.image_id, registry, repository, tag, on_line=_log)
+def push_task(image: build.ImageRef, registry: str, repository: str, tag: str,
+              aliases: list[str]) -> publish.PublishResult:
+    return publish.push_release(docker_engine.connect(), image.image_id, registry, repository, tag,
+                                aliases=aliases, on_line=_log)
+
+
+@task(name="reports", cache_policy=NO_CACHE)
+def reports_task(run_dir: Path, cell: Cell, matrix: MatrixFile, settings: Settings,
+                 released: bool) -> report.ReportResult:
+    result = report.publish_reports(run_dir, cell, matrix, settings, released=released)
+    for copy in result.stores:
+        if copy.ok:
+            _log(f"stored {copy.files} files in {copy.store}")
+        else:
+            get_run_logger().warning(f"not stored in {copy.store} (the local copy stays): {copy.error}")
+    return result
 
 
 @contextmanager
@@ -133,6 +151,7 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
     tag = naming.timestamp_tag()
     record = ReleaseRecord(run_id=run_id, started=datetime.now(timezone.utc), cell=cell.slug,
                            model=cell.model_id, chip=cell.chip_id)
+    interrupted = False
     try:
         with _timed(record, "preflight"):
             preflight_task(cell, matrix_file, settings)
@@ -170,15 +189,19 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
                              f"{record.directory(settings.results_dir)}")
         if registry_addr is not None:
             with _timed(record, "push"):
-                record.publish = push_task(record.image, registry_addr, repository, tag)
+                record.publish = push_task(record.image, registry_addr, repository, tag,
+                                           report.alias_tags(matrix_file.release.aliases, record.pins))
         record.status = "released" if record.publish else "built"
     except BaseException as err:  # Ctrl-C too: the record says how far the run got
         record.status = "gated" if isinstance(err, GateFailed) else "failed"
         record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
+        interrupted = not isinstance(err, FlagReleaseError)
         err.record = record  # the CLI shows how far the run got
         raise
     finally:
-        record.save(settings.results_dir)
+        run_dir = record.save(settings.results_dir).parent
+        if not interrupted:  # no uploads while the user is stopping us
+            record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
         create_markdown_artifact(key=f"release-{cell.slug}", markdown=_summary_markdown(record),
                                  description=f"FlagRelease {cell.label}")
     return record

@@ -8,15 +8,11 @@ AWS secret must not leak into anything the stores return or print.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import boto3.session
-import httpx
 import pytest
 
 from flagrelease.artifact_store import LocalStore, S3Store, publish_artifacts, store_from_settings
@@ -24,37 +20,7 @@ from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.ledger import Ledger
 from tests.conftest import free_port
 
-ACCESS_KEY = "AKIAFLAGRELEASETEST"
-SECRET_KEY = "flagrelease-test-secret-do-not-leak"
-REGION = "us-east-1"
-MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
-
-
-def start_moto(log: Path, **env: str):
-    """A moto_server subprocess on a free port, once it answers; the caller stops it."""
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=os.environ | env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=1.0)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    stop(proc)
-    pytest.fail(f"moto_server did not answer on {url}:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop
 
 
 @pytest.fixture(scope="module")
