@@ -45,28 +45,58 @@ def _fail(err: FlagReleaseError, as_json: bool) -> None:
     raise typer.Exit(err.exit_code)
 
 
+RegistryOpt = typer.Option(None, "--registry", envvar="FLAGRELEASE_REGISTRY",
+                           help="HOST:PORT to push to; default: a local registry on 127.0.0.1:5000, started if needed")
+PushOpt = typer.Option(True, "--push/--no-push", help="push to the registry when the gate passed")
+SmokeOpt = typer.Option(180.0, "--smoke-timeout", help="seconds a serve stack gets to become ready")
+DryRunOpt = typer.Option(False, "--dry-run", help="print the resolved plan and stop")
+
+
 @app.command()
 def build(
     model: str = ModelOpt,
     chip: str = ChipOpt,
     matrix: Optional[Path] = MatrixOpt,
-    registry: Optional[str] = typer.Option(
-        None, "--registry", envvar="FLAGRELEASE_REGISTRY",
-        help="HOST:PORT to push to; default: a local registry on 127.0.0.1:5000, started if needed"),
-    push: bool = typer.Option(True, "--push/--no-push", help="push to the registry after the smoke test"),
-    smoke_timeout: float = typer.Option(180.0, help="seconds the serve stack gets to become ready"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved plan and stop"),
+    registry: Optional[str] = RegistryOpt,
+    push: bool = PushOpt,
+    smoke_timeout: float = SmokeOpt,
+    dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Build, smoke-test and push one cell per selected chip.
+    """Build, smoke-test, benchmark, gate and push one cell per selected chip.
 
     Examples:
       flagrelease build --model tiny-llama --chip cpu
       flagrelease build --model qwen3-4b --chip ascend --registry harbor.example.com --json
     """
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+
+
+@app.command()
+def release(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="only this model"),
+    chip: Optional[str] = typer.Option(None, "--chip", "-c", help="only this chip id or vendor family"),
+    matrix: Optional[Path] = MatrixOpt,
+    registry: Optional[str] = RegistryOpt,
+    push: bool = PushOpt,
+    smoke_timeout: float = SmokeOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Release the whole matrix (or the cells matching --model/--chip), one cell after another.
+
+    A cell that fails does not stop the others; the exit code is the worst cell's.
+    Examples:
+      flagrelease release --dry-run
+      flagrelease release --chip ascend --registry harbor.example.com
+    """
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+
+
+def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json) -> None:
     try:
         matrix_file = load_matrix(find_matrix(matrix))
-        cells = select(matrix_file, chip=chip, model=model)
+        cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
         ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
         if dry_run:
             _print_plan(cells, matrix_file, load_settings().build)
@@ -77,23 +107,24 @@ def build(
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     from flows.release_cell import release_cell  # Prefect loads here, not at start-up
 
-    records, failure = [], None
+    records, failures = [], []
     for cell in cells:
         try:
             records.append(release_cell(model=cell.model_id, chip=cell.chip_id,
                                         matrix=str(matrix) if matrix else None, registry=registry,
                                         push=push, smoke_timeout_s=smoke_timeout))
         except FlagReleaseError as err:
-            failure = err
+            failures.append(err)
             if getattr(err, "record", None) is not None:
                 records.append(err.record)
-            break
     if as_json:
         print(json.dumps([_summary(r) for r in records], indent=2))
     else:
         _print_table(records)
-    if failure is not None:
-        _fail(failure, False)
+    for err in failures:
+        err_console.print(f"[bold red]error:[/] {err.render()}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(max(err.exit_code for err in failures))
 
 
 def _interrupt(signum, _frame) -> None:

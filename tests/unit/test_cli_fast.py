@@ -76,3 +76,9 @@ def test_incompatible_pins_stop_the_build_before_prefect(tmp_path):
 def test_help_is_fast_and_has_examples(tmp_path):
     proc = run_cli("build", "--help", home=tmp_path, extra_env={"COLUMNS": "200"})
     assert proc.returncode == 0 and "flagrelease build --model tiny-llama --chip cpu" in proc.stdout
+
+
+def test_release_dry_run_plans_the_whole_matrix(tmp_path):
+    proc = run_cli("release", "--dry-run", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 16
