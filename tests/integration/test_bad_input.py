@@ -20,7 +20,7 @@ def _owned_containers(client) -> list:
 @pytest.mark.parametrize(
     ("args", "message", "fix"),
     [
-        (["--model", "tiny-llama", "--chip", "tpu-v9"], "unknown chip 'tpu-v9'", "use a chip id (cpu"),
+        (["--model", "tiny-llama", "--chip", "tpu-v9"], "unknown chip 'tpu-v9'", "use a chip id (ascend-a2,"),
         (["--model", "llama-9000", "--chip", "cpu"], "unknown model 'llama-9000'", "use one of:"),
     ],
 )
