@@ -43,7 +43,7 @@ def measure_sides(client, image: str, cell: Cell, matrix: MatrixFile, weights_di
                   owner: str, timeout_s: float, on_line=print) -> dict[str, SideResult]:
     """Measure every side. Sequential by default (one serve stack at a time: what a single
     accelerator allows); with `perf.interleave` both stacks stay up and the repeats
-    alternate native, flaggems, native, ... so that drift on the host hits both alike."""
+    alternate (native, flaggems, flaggems, native, ...) so that drift on the host hits both alike."""
     plan = cell.model.bench
     datasets = [accuracy.load_dataset(matrix.source.parent / a.path, a.name, a.kind) for a in plan.accuracy]
     model = served_name(cell)
@@ -78,7 +78,8 @@ def measure_sides(client, image: str, cell: Cell, matrix: MatrixFile, weights_di
             with ExitStack() as stack:
                 urls = {side: serve(stack, side) for side in SIDES}
                 for r in range(repeats):
-                    for side in SIDES:
+                    # ABBA order: neither side always runs first (warmer caches, quieter host).
+                    for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
                         perf_repeat(side, urls[side][0], r)
                 for side in SIDES:
                     results[side] = _side(side, urls[side][1], runs[side], scores(side, urls[side][0]), started)

@@ -157,6 +157,8 @@ def _summary(record) -> dict:
             "perf_levels_failed": sum(p.verdict == "FAIL" for p in record.gate.perf),
         } if record.gate else None,
         "timings": record.timings,
+        "stores": [c.model_dump() for c in record.reports.stores] if record.reports else [],
+        "card": str(record.reports.card) if record.reports and record.reports.card else None,
         "run_id": record.run_id,
     }
 
@@ -174,6 +176,9 @@ def _print_table(records) -> None:
             table.add_row("smoke", f"passed, ready in {r.smoke.ready_seconds:.1f} s, "
                           f"{r.smoke.usage.get('completion_tokens')} tokens" if r.smoke.passed else f"failed: {r.smoke.error}")
         table.add_row("seconds", "  ".join(f"{k} {v}" for k, v in r.timings.items()))
+        for copy in (r.reports.stores if r.reports else []):
+            table.add_row("stored", f"{copy.files} files in {copy.store}" if copy.ok
+                          else f"[yellow]not in {copy.store}: {copy.error}")
         out.print(table)
         if r.gate:
             _print_gate(r.gate, r.compared_against)
@@ -473,6 +478,28 @@ def releases_show(ref: str = typer.Argument(..., help="run id, or image as REPO:
         print(json.dumps(_ledger().show(ref), indent=2))
     except FlagReleaseError as err:
         _fail(err, False)
+
+
+@releases_app.command("latest")
+def releases_latest(
+    model: str = typer.Option(..., "--model", "-m"),
+    chip: str = typer.Option(..., "--chip", "-c", help="chip id"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """The newest qualified release of a cell: what a consumer should pull.
+
+    Example: docker pull $(flagrelease releases latest -m qwen3-4b -c ascend-a3)
+    """
+    try:
+        row = _ledger().latest_qualified(model, chip)
+        if row is None:
+            raise ConfigError(f"no qualified release of {model} x {chip} in the ledger",
+                              where=str(load_settings().ledger_path),
+                              fix="release the cell, or `flagrelease releases rebuild` from the artifact store")
+    except FlagReleaseError as err:
+        _fail(err, as_json)
+    ref = f"{row.registry}/{row.repository}@{row.digest}"
+    print(json.dumps({"run_id": row.run_id, "image": ref, "tags": list(row.tags)}) if as_json else ref)
 
 
 @releases_app.command("rebuild")

@@ -65,6 +65,20 @@ def test_releases_list_and_show(released, fr_home):
         assert json.loads(shown.stdout)["run_id"] == released["run_id"]
 
 
+def test_latest_qualified_release_is_what_to_pull(released, fr_home):
+    proc = run_cli("releases", "latest", "-m", "tiny-llama", "-c", "cpu", home=fr_home)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{released['repository']}@{released['digest']}"
+    none = run_cli("releases", "latest", "-m", "qwen3-4b", "-c", "ascend-a3", home=fr_home)
+    assert none.returncode == 2 and "no qualified release" in none.stderr
+
+
+def test_build_summary_says_where_reports_went(released, s3):
+    stores = {c["store"]: c for c in released["stores"]}
+    assert all(c["ok"] for c in stores.values()) and "s3://flagrelease-test-reports/releases" in stores
+    assert released["card"].endswith("card.md")
+
+
 def test_ledger_rebuilds_from_s3(released, fr_home, s3, tmp_path):
     proc = run_cli("releases", "rebuild", "--source", "s3", home=tmp_path, extra_env=s3["env"])
     assert proc.returncode == 0, proc.stderr
