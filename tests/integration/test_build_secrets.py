@@ -24,15 +24,18 @@ def test_pip_secrets_are_used_and_not_stored(released, docker_client, tmp_path):
     secret = SECRET_URL.format(nonce=nonce)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "dockerfiles"), undefined=jinja2.StrictUndefined)
     macros = env.get_template("_macros.j2").make_module({"settings": {"apt_mirror": None}})
-    (tmp_path / "Dockerfile").write_text(
-        f"FROM {released['image_id']}\n"
+    context, secrets_dir = tmp_path / "context", tmp_path / "secrets"
+    context.mkdir()
+    secrets_dir.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {released['image']}\n"  # a local tag: BuildKit would look an image id up on Docker Hub
         f"{macros.pip_secrets()} \\\n"
         f" && /opt/flagscale/bin/python -m pip download -q --no-deps -d /tmp/dl six==1.16.0 \\\n"
         f" && printf %s \"$PIP_INDEX_URL\" | sha256sum | cut -d' ' -f1 > /index-url.sha256 \\\n"
         f" && echo {nonce} > /nonce\n")
     build = load_settings().build.model_copy(update={"pip_index_url": SecretStr(secret)})
-    image = docker_engine.build(build.docker_cli, tmp_path, tags=[f"flagrelease-test/secrets:{nonce[:8]}"], labels={},
-                                secrets=_secret_files(build, tmp_path / "secrets-dir-not-in-context"),
+    image = docker_engine.build(build.docker_cli, context, tags=[f"flagrelease-test/secrets:{nonce[:8]}"], labels={},
+                                secrets=_secret_files(build, secrets_dir),
                                 platform="linux/amd64", on_line=lambda _: None)
     try:
         seen = docker_client.containers.run(image, ["cat", "/index-url.sha256"], entrypoint=[], remove=True)
