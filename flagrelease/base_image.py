@@ -79,11 +79,15 @@ def make_with_debootstrap(client, recipe: Bootstrap, ref: str, work_dir: Path, o
             cmd.append("--include=" + ",".join(recipe.include))
         cmd += [recipe.suite, rootfs, recipe.mirror]
         on_line(f"making base image {ref}: {' '.join(cmd)}")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        for line in proc.stdout:
+            tail = (tail + [line.rstrip()])[-15:]
+            if not line.startswith(("I: Retrieving", "I: Validating")):  # per-package noise
+                on_line(line.rstrip())
+        if proc.wait() != 0:
             raise ServiceError(
-                f"debootstrap of {recipe.suite} failed (exit {proc.returncode}): "
-                + "\n".join((proc.stdout + proc.stderr).splitlines()[-15:]),
+                f"debootstrap of {recipe.suite} failed (exit {proc.returncode}): " + "\n".join(tail),
                 where=recipe.mirror,
                 fix="check that the Debian mirror is reachable and the suite exists",
             )

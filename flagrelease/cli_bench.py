@@ -1,0 +1,154 @@
+"""`flagrelease bench perf|accuracy` and `flagrelease gate`: the measuring steps on their own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from flagrelease.cli_common import JsonOpt, MatrixOpt, fail, out, print_gate
+from flagrelease.errors import ConfigError, FlagReleaseError
+from flagrelease.matrix import find_matrix, load_matrix, select
+
+bench_app = typer.Typer(help="Measure a served model on 127.0.0.1 (the steps `build` runs, on their own).",
+                        no_args_is_help=True)
+UrlOpt = typer.Option(..., "--url", help="OpenAI-compatible base URL on loopback, e.g. http://127.0.0.1:9010")
+ServedOpt = typer.Option(..., "--model", "-m", help="served model name, as /v1/models lists it")
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        input_len, output_len = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: write shapes as INPUTxOUTPUT, e.g. 1024x1024") from None
+    return input_len, output_len
+
+
+@bench_app.command("perf")
+def bench_perf(
+    url: str = UrlOpt,
+    model: str = ServedOpt,
+    concurrency: str = typer.Option("1,4,16", help="comma-separated max concurrency levels"),
+    shape: list[str] = typer.Option(["1024x1024"], help="INPUTxOUTPUT token lengths; repeat for more"),
+    num_prompts: int = typer.Option(32, help="measured requests per level"),
+    num_warmups: int = typer.Option(1, help="unmeasured requests before each level"),
+    request_rate: float = typer.Option(float("inf"), help="requests/s (Poisson); inf sends all at once"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write results (vllm bench serve names) as JSON"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG of throughput and TTFT vs. concurrency"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sweep concurrency levels and shapes like `vllm bench serve`.
+
+    Example: flagrelease bench perf --url http://127.0.0.1:9010 -m tiny-llama-flagos --concurrency 1,4 --shape 128x128
+    """
+    from flagrelease import loadgen
+
+    try:
+        levels = [int(c) for c in concurrency.split(",")]
+        results = loadgen.sweep(url, model, levels, [_shape(s) for s in shape], num_prompts,
+                                num_warmups=num_warmups, request_rate=request_rate)
+    except (FlagReleaseError, ValueError) as err:
+        fail(err if isinstance(err, FlagReleaseError) else ConfigError(str(err)), as_json)
+    summaries = [r.model_dump(mode="json", exclude={"traces"}) for r in results]
+    if out_file:
+        out_file.write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
+    if plot:
+        loadgen.plot_sweep(results, plot)
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+        return
+    table = Table(title=f"{model} @ {url}")
+    for column in ("concurrency", "in/out", "ok/failed", "req/s", "out tok/s", "total tok/s", "mean TTFT ms",
+                   "p99 TTFT ms", "mean TPOT ms", "mean ITL ms"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(str(r.max_concurrency), f"{r.input_len}/{r.output_len}", f"{r.completed}/{r.failed}",
+                      f"{r.request_throughput:.2f}", f"{r.output_throughput:.1f}", f"{r.total_token_throughput:.1f}",
+                      f"{r.mean_ttft_ms:.1f}", f"{r.p99_ttft_ms:.1f}", f"{r.mean_tpot_ms:.2f}", f"{r.mean_itl_ms:.2f}")
+    out.print(table)
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    url: str = UrlOpt,
+    model: str = ServedOpt,
+    dataset: Path = typer.Option(..., help="JSONL benchmark (see flagrelease/accuracy.py for the format)"),
+    kind: str = typer.Option("multiple_choice", help="multiple_choice or exact_match"),
+    engine: str = typer.Option("vllm", help="serving engine, to constrain answers its way: vllm, sglang, llama_cpp"),
+    concurrency: int = typer.Option(8, help="questions in flight"),
+    max_tokens: int = typer.Option(8, help="answer length limit"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write per-question records as JSONL"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score a benchmark on a served model, with per-question records and the standard error.
+
+    Example: flagrelease bench accuracy --url http://127.0.0.1:9010 -m tiny-llama-flagos --dataset datasets/tiny-arith-mc.jsonl --engine llama_cpp
+    """
+    from flagrelease import accuracy
+
+    try:
+        if kind not in ("multiple_choice", "exact_match"):
+            raise ConfigError(f"--kind {kind!r} is not multiple_choice or exact_match", where="--kind")
+        data = accuracy.load_dataset(dataset, dataset.stem, kind)
+        result = accuracy.run(url, model, data, engine=engine, concurrency=concurrency, max_tokens=max_tokens)
+    except FlagReleaseError as err:
+        fail(err, as_json)
+    if out_file:
+        accuracy.write_records(result, out_file)
+    summary = result.model_dump(exclude={"results"})
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(f"{result.benchmark}: {result.correct}/{result.n} = {result.score:.3f} ± {result.se:.3f} (SE)")
+
+
+def gate_cmd(
+    run_dir: Path = typer.Argument(..., help="a release's results directory (holding release.json)"),
+    rule: Optional[str] = typer.Option(None, help="re-decide with this rule: statistical or classic"),
+    max_drop: Optional[float] = typer.Option(None, help="re-decide with this accuracy margin"),
+    matrix: Optional[Path] = MatrixOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Decide (again) a stored release's gate from its raw results, e.g. under the classic rule.
+
+    Example: flagrelease gate ~/.local/share/flagrelease/results/tiny-llama--cpu/<run> --rule classic
+    """
+    from flagrelease.bench import SideResult, gate_inputs
+    from flagrelease.gate import decide
+
+    try:
+        record = json.loads((run_dir / "release.json").read_text())
+        matrix_file = load_matrix(find_matrix(matrix))
+        [cell] = select(matrix_file, chip=record["chip"], model=record["model"])
+        sides = {side: _side_from_disk(run_dir, side, data, SideResult) for side, data in record["bench"].items()}
+        if set(sides) != {"native", "flaggems"}:
+            raise ConfigError(f"{run_dir} holds no benchmark results to gate on", where=str(run_dir / "release.json"))
+        policy = cell.model.bench.gate.model_copy(update={k: v for k, v in (("rule", rule), ("max_drop", max_drop))
+                                                          if v is not None})
+        pairs, ratios, against = gate_inputs(cell, matrix_file, sides["native"], sides["flaggems"])
+        report = decide(pairs, ratios, policy)
+    except FileNotFoundError as err:
+        fail(ConfigError(f"no release record at {err.filename}", where=str(run_dir)), as_json)
+    except FlagReleaseError as err:
+        fail(err, as_json)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_gate(report, against)
+    raise typer.Exit(0 if report.release else 4)
+
+
+def _side_from_disk(run_dir: Path, side: str, data: dict, side_model):
+    """A stored side, with its per-question records read back from their JSONL files."""
+    data = json.loads(json.dumps(data))
+    for name, acc in data["accuracy"].items():
+        acc["results"] = [json.loads(line) for line in (run_dir / acc["results"]).read_text().splitlines() if line]
+    for level in data["perf"]:
+        level.pop("traces", None)
+    data["perf_repeats"] = []
+    return side_model.model_validate(data)
+
+
