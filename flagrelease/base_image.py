@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from flagrelease import docker_engine
-from flagrelease.errors import ConfigError, ServiceError
+from flagrelease.errors import ServiceError
 from flagrelease.schema import Bootstrap, Chip
 
 
@@ -27,22 +27,6 @@ class BaseImageResult(BaseModel):
     image_id: str
     made: bool
     seconds: float
-
-
-def base_reference(image: str, mirror: str | None) -> str:
-    """Rewrite `quay.io/ascend/cann:...` to a mirror given as 'quay.io=mirror.host/quay'."""
-    if not mirror:
-        return image
-    source, _, target = mirror.partition("=")
-    if not target:
-        raise ConfigError(
-            f"base mirror {mirror!r} is not of the form SOURCE=TARGET",
-            where="FLAGRELEASE_BASE_MIRROR / --base-mirror",
-            fix="e.g. quay.io=registry.example.com/quay",
-        )
-    if image.startswith(source.rstrip("/") + "/"):
-        return target.rstrip("/") + image[len(source.rstrip("/")):]
-    return image
 
 
 def missing_base(ref: str, chip_id: str) -> str:

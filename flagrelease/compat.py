@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
+
 from pydantic import BaseModel
 
 from flagrelease.errors import ConfigError
 from flagrelease.schema import FACT_NAMES, PLACEHOLDER, Cell, Rule
+
 
 class Violation(BaseModel):
     cell: str

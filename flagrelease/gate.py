@@ -22,24 +22,15 @@ import math
 import statistics
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from flagrelease.perf_metrics import PerfResult
+from flagrelease.schema import GatePolicy
 
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 # Scores like 0.70 and 0.65 differ by 0.04999...: a drop of exactly max_drop must pass.
 EPS = 1e-9
-
-
-class GatePolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rule: Literal["classic", "statistical"] = "statistical"
-    max_drop: float = 0.05
-    perf_min_ratio: float = 0.8
-    z: float = 1.96
-    inconclusive_blocks: bool = True
 
 
 class BenchScore(BaseModel):

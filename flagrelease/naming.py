@@ -89,3 +89,19 @@ def check_tag(tag: str) -> str:
             where="tags",
         )
     return tag
+
+
+def base_reference(image: str, mirror: str | None) -> str:
+    """Rewrite `quay.io/ascend/cann:...` to a mirror given as 'quay.io=mirror.host/quay'."""
+    if not mirror:
+        return image
+    source, _, target = mirror.partition("=")
+    if not target:
+        raise ConfigError(
+            f"base mirror {mirror!r} is not of the form SOURCE=TARGET",
+            where="FLAGRELEASE_BASE_MIRROR / --base-mirror",
+            fix="e.g. quay.io=registry.example.com/quay",
+        )
+    if image.startswith(source.rstrip("/") + "/"):
+        return target.rstrip("/") + image[len(source.rstrip("/")):]
+    return image

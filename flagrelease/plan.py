@@ -8,11 +8,12 @@ from typing import Any
 import yaml
 
 from flagrelease import naming
-from flagrelease.base_image import base_reference
 from flagrelease.compat import check_cell
+from flagrelease.naming import base_reference
 from flagrelease.render import pins, serve_config
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import BuildSettings
+
 
 def cell_plan(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> dict[str, Any]:
     name = naming.repository_name(cell)

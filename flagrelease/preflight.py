@@ -10,9 +10,10 @@ import platform
 from pathlib import Path
 
 from flagrelease import docker_engine
-from flagrelease.base_image import base_reference, missing_base
+from flagrelease.base_image import missing_base
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import ServiceError
+from flagrelease.naming import base_reference
 from flagrelease.schema import Cell, Chip, MatrixFile
 from flagrelease.settings import BuildSettings
 

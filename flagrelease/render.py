@@ -14,9 +14,8 @@ import jinja2
 import yaml
 from pydantic import BaseModel
 
-from flagrelease.base_image import base_reference
 from flagrelease.errors import ConfigError
-from flagrelease.naming import repository_name
+from flagrelease.naming import base_reference, repository_name
 from flagrelease.schema import NONE, Cell, MatrixFile
 from flagrelease.settings import BuildSettings
 

@@ -11,9 +11,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
-
-from flagrelease.gate import GatePolicy
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 NONE = "none"
 
@@ -199,6 +204,18 @@ class AccuracyPlan(Strict):
     kind: Literal["multiple_choice", "exact_match"]
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     max_tokens: Annotated[int, Field(ge=1)] = 8
+
+
+class GatePolicy(BaseModel):
+    """Release-gate thresholds (flagrelease/gate.py decides; docs/gates.md explains)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Literal["classic", "statistical"] = "statistical"
+    max_drop: float = 0.05
+    perf_min_ratio: float = 0.8
+    z: float = 1.96
+    inconclusive_blocks: bool = True
 
 
 class BenchPlan(Strict):

@@ -1,9 +1,9 @@
-"""Prefect flow `release-cell`: one cell of the matrix,
-preflight -> base -> weights -> render -> build -> smoke -> bench (native, flaggems) -> gate -> push.
+"""Prefect flow `release-cell`: one cell of the matrix, preflight -> registry -> base ->
+weights -> render -> build -> smoke -> bench (native, flaggems) -> gate -> push -> reports.
 
 Only wiring lives here; every step is a plain function in `flagrelease`.
-Run it with `flagrelease build --model M --chip C` (embedded Prefect server)
-or deploy it: `flagrelease_flow.serve(...)` / a work pool, with the same parameters.
+Run it with `flagrelease build --model M --chip C` (embedded Prefect server), or
+schedule it per cell with flows/deployments.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,19 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flagrelease import base_image, bench, build, docker_engine, gate, naming, publish, render, report, smoke, weights
+from flagrelease import (
+    base_image,
+    bench,
+    build,
+    docker_engine,
+    gate,
+    naming,
+    publish,
+    render,
+    report,
+    smoke,
+    weights,
+)
 from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError
 from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.preflight import preflight
@@ -47,8 +59,8 @@ def weights_task(cell: Cell, settings: Settings) -> Path:
 
 
 @task(name="base-image", cache_policy=NO_CACHE)
-def base_task(cell: Cell, matrix: MatrixFile, settings: Settings) -> base_image.BaseImageResult:
-    ref = base_image.base_reference(cell.chip.base.image, settings.build.base_mirror)
+def base_task(cell: Cell, settings: Settings) -> base_image.BaseImageResult:
+    ref = naming.base_reference(cell.chip.base.image, settings.build.base_mirror)
     return base_image.ensure_base(docker_engine.connect(), cell.chip, cell.chip_id, ref, settings.home / "tmp", _log)
 
 
@@ -158,7 +170,7 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
         with _timed(record, "registry"):
             registry_addr = registry_task(settings) if push else None
         with _timed(record, "base"):
-            record.base = base_task(cell, matrix_file, settings)
+            record.base = base_task(cell, settings)
         with _timed(record, "weights"):
             weights_dir = weights_task(cell, settings)
         with _timed(record, "render"):

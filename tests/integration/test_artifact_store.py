@@ -15,11 +15,15 @@ from pathlib import Path
 import boto3.session
 import pytest
 
-from flagrelease.artifact_store import LocalStore, S3Store, publish_artifacts, store_from_settings
+from flagrelease.artifact_store import (
+    LocalStore,
+    S3Store,
+    publish_artifacts,
+    store_from_settings,
+)
 from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.ledger import Ledger
 from tests.conftest import free_port
-
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop
 
 

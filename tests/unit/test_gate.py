@@ -3,8 +3,15 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from flagrelease.gate import (BenchScore, GatePolicy, PerfRatio, decide, judge_accuracy, judge_perf,
-                              perf_ratios)
+from flagrelease.gate import (
+    BenchScore,
+    GatePolicy,
+    PerfRatio,
+    decide,
+    judge_accuracy,
+    judge_perf,
+    perf_ratios,
+)
 from flagrelease.perf_metrics import RequestTrace, summarize
 
 CLASSIC = GatePolicy(rule="classic")

@@ -6,7 +6,13 @@ import pytest
 
 from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
-from flagrelease.naming import check_tag, full_repository, repository_name, tag_version, timestamp_tag
+from flagrelease.naming import (
+    check_tag,
+    full_repository,
+    repository_name,
+    tag_version,
+    timestamp_tag,
+)
 from flagrelease.schema import Cell, Chip
 from tests.conftest import ROOT
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 from pydantic import SecretStr
 
-from flagrelease.base_image import base_reference
 from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
+from flagrelease.naming import base_reference
 from flagrelease.registry import base_url
 from flagrelease.serve_client import loopback_url
 from flagrelease.settings import BuildSettings
