@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from flagrelease import naming
 from flagrelease.cli_bench import bench_app, gate_cmd
 from flagrelease.cli_common import (
     ChipOpt,
@@ -100,18 +101,32 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, 
         fail(err, as_json)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
-    from flows.release_cell import release_cell  # Prefect loads here, not at start-up
+    # Prefect loads here, not at start-up.
+    from flows.release_cell import SetMember, release_cell, release_set
 
     records, failures = [], []
-    for cell in cells:
-        try:
-            records.append(release_cell(model=cell.model_id, chip=cell.chip_id,
-                                        matrix=str(matrix) if matrix else None, registry=registry,
-                                        push=push, smoke_timeout_s=smoke_timeout))
-        except FlagReleaseError as err:
-            failures.append(err)
-            if getattr(err, "record", None) is not None:
-                records.append(err.record)
+    for group in _sets(cells) if push else [[cell] for cell in cells]:
+        together = len(group) > 1  # a multi-arch set: pushed all or nothing, after every cell passed
+        built = []
+        for cell in group:
+            try:
+                built.append(release_cell(model=cell.model_id, chip=cell.chip_id,
+                                          matrix=str(matrix) if matrix else None, registry=registry,
+                                          push=push, smoke_timeout_s=smoke_timeout, defer_push=together))
+            except FlagReleaseError as err:
+                failures.append(err)
+                if getattr(err, "record", None) is not None:
+                    built.append(err.record)
+        if together:
+            results_dir = load_settings().results_dir
+            try:
+                published = release_set([SetMember.of(r, matrix_file, results_dir) for r in built],
+                                        matrix=str(matrix) if matrix else None)
+                for record, (result, reports) in zip(built, published):
+                    record.status, record.publish, record.reports = "released", result, reports
+            except FlagReleaseError as err:
+                failures.append(err)
+        records += built
     if as_json:
         print(json.dumps([_summary(r) for r in records], indent=2))
     else:
@@ -120,6 +135,14 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, 
         err_console.print(f"[bold red]error:[/] {err.render()}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(max(err.exit_code for err in failures))
+
+
+def _sets(cells) -> list[list]:
+    """Cells grouped into multi-arch sets (same model and pins but the arch), in matrix order."""
+    groups: dict[str, list] = {}
+    for cell in cells:
+        groups.setdefault(naming.set_key(cell), []).append(cell)
+    return list(groups.values())
 
 
 def _interrupt(signum, _frame) -> None:

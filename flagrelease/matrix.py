@@ -182,7 +182,7 @@ def _override(entry: BaseModel, patch: dict[str, Any] | None, matrix: MatrixFile
 
 
 def select(matrix: MatrixFile, *, chip: str | None = None, model: str | None = None) -> list[Cell]:
-    """Cells matching a chip id or vendor family and a model name; unknown names are errors."""
+    """Cells matching a chip id (or else a vendor family) and a model name; unknown names are errors."""
     if chip is not None and chip not in matrix.chips and chip not in {c.vendor for c in matrix.chips.values()}:
         vendors = sorted({c.vendor for c in matrix.chips.values()})
         raise ConfigError(
@@ -197,11 +197,10 @@ def select(matrix: MatrixFile, *, chip: str | None = None, model: str | None = N
             where=f"{matrix.source}: models",
             fix=f"use one of: {', '.join(sorted(matrix.models))}, or add the model to matrix.yaml",
         )
-    cells = [
-        c
-        for c in expand(matrix)
-        if (chip is None or chip in (c.chip_id, c.chip.vendor)) and (model is None or c.model_id == model)
-    ]
+    # An exact chip id wins over a vendor family of the same name (chip `cpu` vs vendor `cpu`).
+    chips = None if chip is None else (
+        {chip} if chip in matrix.chips else {i for i, c in matrix.chips.items() if c.vendor == chip})
+    cells = [c for c in expand(matrix) if (chips is None or c.chip_id in chips) and (model is None or c.model_id == model)]
     if not cells:
         raise ConfigError(
             f"the matrix has no cell for model={model or '*'} chip={chip or '*'} (excluded or not listed)",

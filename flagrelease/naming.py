@@ -65,6 +65,11 @@ def repository_name(cell: Cell) -> str:
     return name
 
 
+def set_key(cell: Cell) -> str:
+    """Cells that differ only in arch form one multi-arch set, published all or nothing."""
+    return re.sub(r"-arc_[a-z0-9]+", "", repository_name(cell))
+
+
 def timestamp_tag(now: datetime | None = None) -> str:
     """FlagRelease's release tag: UTC time as YYMMDDHHMM."""
     return (now or datetime.now(timezone.utc)).strftime("%y%m%d%H%M")

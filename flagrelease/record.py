@@ -40,6 +40,7 @@ class ReleaseRecord(BaseModel):
     flaggems_installed: bool | None = None
     compared_against: dict[str, str] = {}
     gate: GateReport | None = None
+    registry: str | None = None  # checked before the build; where the push goes
     publish: PublishResult | None = None
     timings: dict[str, float] = {}
     # Where the record and its files were stored: known only after they were, so not in the file.

@@ -8,6 +8,7 @@ schedule it per cell with flows/deployments.py.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from flagrelease import (
     base_image,
@@ -154,8 +156,12 @@ def one_cell(matrix: MatrixFile, model: str, chip: str) -> Cell:
 
 @flow(name="release-cell")
 def release_cell(model: str, chip: str, matrix: str | None = None, registry: str | None = None,
-                 push: bool = True, smoke_timeout_s: float = 180.0) -> ReleaseRecord:
-    """Release one cell: `release_cell("tiny-llama", "cpu")`."""
+                 push: bool = True, smoke_timeout_s: float = 180.0, defer_push: bool = False) -> ReleaseRecord:
+    """Release one cell: `release_cell("tiny-llama", "cpu")`.
+
+    `defer_push`: check the registry and gate the cell, but leave the push (and the
+    card) to `release-set`, which publishes a multi-arch set all or nothing.
+    """
     settings = load_settings(registry=registry)
     matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
     cell = one_cell(matrix_file, model, chip)
@@ -199,11 +205,12 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
                              where=f"image {record.image.ref} (kept locally)",
                              fix="see the gate table and the raw results in "
                              f"{record.directory(settings.results_dir)}")
-        if registry_addr is not None:
+        if registry_addr is not None and not defer_push:
             with _timed(record, "push"):
                 record.publish = push_task(record.image, registry_addr, repository, tag,
                                            report.alias_tags(matrix_file.release.aliases, record.pins))
         record.status = "released" if record.publish else "built"
+        record.registry = registry_addr
     except BaseException as err:  # Ctrl-C too: the record says how far the run got
         record.status = "gated" if isinstance(err, GateFailed) else "failed"
         record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
@@ -229,3 +236,54 @@ def _summary_markdown(record: ReleaseRecord) -> str:
     ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n"
+
+
+class SetMember(BaseModel):
+    """What `release-set` needs of a built, gated cell (small: flow parameters go to the API)."""
+
+    run_dir: Path
+    model: str
+    chip: str
+    image_id: str
+    repository: str
+    tag: str
+    aliases: list[str]
+    registry: str | None
+    status: str
+
+    @classmethod
+    def of(cls, record: ReleaseRecord, matrix: MatrixFile, results_dir: Path) -> "SetMember":
+        return cls(run_dir=record.directory(results_dir), model=record.model, chip=record.chip,
+                   image_id=record.image.image_id if record.image else "", registry=record.registry,
+                   repository=record.image.repository if record.image else "", tag=record.image.tag if record.image else "",
+                   aliases=report.alias_tags(matrix.release.aliases, record.pins) if record.pins else [],
+                   status=record.status)
+
+
+@task(name="publish-set", cache_policy=NO_CACHE)
+def publish_set_task(members: list[SetMember], registry: str) -> list[publish.PublishResult]:
+    items = [publish.PublishItem(image_id=m.image_id, repository=m.repository, tag=m.tag, aliases=m.aliases)
+             for m in members]
+    return publish.publish_set(docker_engine.connect(), items, registry, on_line=_log)
+
+
+@flow(name="release-set")
+def release_set(members: list[SetMember], matrix: str | None = None
+                ) -> list[tuple[publish.PublishResult, report.ReportResult]]:
+    """Publish the built, gated cells of one multi-arch set together: every image gets its
+    release tag or none does (`publish.publish_set`); then each cell's record, card and reports."""
+    not_ready = [f"{m.model}--{m.chip}" for m in members if m.status != "built" or m.registry is None]
+    if not_ready:
+        raise ServiceError(f"the set is not published: {', '.join(not_ready)} did not pass its gate or build",
+                           where="multi-arch set " + ", ".join(f"{m.model}--{m.chip}" for m in members),
+                           fix="a set is released all or nothing; fix the failing cells and release the set again")
+    settings = load_settings(registry=members[0].registry)
+    matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
+    published = []
+    for member, result in zip(members, publish_set_task(members, members[0].registry)):
+        path = member.run_dir / "release.json"
+        data = json.loads(path.read_text()) | {"status": "released", "publish": result.model_dump(mode="json")}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        published.append((result, reports_task(member.run_dir, one_cell(matrix_file, member.model, member.chip),
+                                                matrix_file, settings, True)))
+    return published

@@ -129,3 +129,13 @@ def test_injection_through_a_pin_is_rejected(tmp_path, field, value):
     data["chips"]["cpu"]["stack"][field] = value
     with pytest.raises(ConfigError, match=f"chips.cpu.stack.{field}"):
         load_matrix(write(tmp_path, data))
+
+
+def test_exact_chip_id_wins_over_a_vendor_of_the_same_name(tmp_path):
+    data = project_matrix()
+    data["chips"]["cpu-arm64"] = {"extends": "cpu", "arch": "arm64"}
+    data["matrix"]["include"].append({"chip": "cpu-arm64", "model": "tiny-llama"})
+    matrix = load_matrix(write(tmp_path, data))
+    assert [c.chip_id for c in select(matrix, chip="cpu")] == ["cpu"]
+    assert [c.chip_id for c in select(matrix, chip="cpu-arm64")] == ["cpu-arm64"]
+    assert {c.chip_id for c in select(matrix, model="tiny-llama")} == {"cpu", "cpu-arm64"}

@@ -1,0 +1,77 @@
+"""Multi-arch sets are published all or nothing, through the real release path."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from flagrelease.matrix import load_matrix, select
+from flagrelease.naming import set_key
+from flagrelease.registry import RegistryClient
+from tests.conftest import ROOT, run_cli
+
+
+def two_arch_matrix(tmp_path):
+    """The cpu chip twice: as it is (amd64) and for arm64, which this host cannot build."""
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data["chips"]["cpu-arm64"] = {"extends": "cpu", "arch": "arm64"}
+    data["matrix"]["include"].append({"chip": "cpu-arm64", "model": "tiny-llama"})
+    for name in ("dockerfiles", "datasets", "baselines"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "matrix.yaml"
+
+
+def test_cells_differing_only_in_arch_form_one_set(tmp_path):
+    matrix = load_matrix(two_arch_matrix(tmp_path))
+    amd, arm = select(matrix, chip="cpu")[0], select(matrix, chip="cpu-arm64")[0]
+    assert set_key(amd) == set_key(arm)
+    assert set_key(amd) != set_key(select(matrix, chip="ascend-a3", model="qwen3-4b")[0])
+
+
+def test_half_a_set_is_not_published(released, registry, tmp_path, docker_client):
+    """arm64 cannot be built here, so the amd64 image, built and gated, gets no release tag."""
+    matrix = two_arch_matrix(tmp_path)
+    name = released["repository"].split("/", 1)[1]
+    with RegistryClient(registry.address) as api:
+        before = api.tags(name)
+    proc = run_cli("release", "--model", "tiny-llama", "--matrix", str(matrix),  # both chips
+                   "--registry", registry.address, "--json", home=tmp_path / "home")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "the set is not published: tiny-llama--cpu-arm64" in proc.stderr
+    summary = {s["cell"]: s for s in json.loads(proc.stdout)}
+    assert summary["tiny-llama--cpu"]["status"] == "built" and summary["tiny-llama--cpu"]["digest"] is None
+    assert summary["tiny-llama--cpu-arm64"]["status"] == "failed"
+    with RegistryClient(registry.address) as api:
+        assert api.tags(name) == before
+
+
+def test_a_complete_set_is_published_with_records_and_cards(released, registry, fr_home, tmp_path, monkeypatch):
+    """release-set on real members (here a one-image set, the tiny-llama build under a new tag):
+    release tags and aliases land, the stored record turns `released` with the digest, the card is written."""
+    import shutil
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.release_cell import SetMember, release_set
+
+    monkeypatch.setenv("FLAGRELEASE_HOME", str(tmp_path))
+    run_dir = tmp_path / "results" / "tiny-llama--cpu" / released["run_id"]
+    shutil.copytree(fr_home / "results" / "tiny-llama--cpu" / released["run_id"], run_dir)
+    record = json.loads((run_dir / "release.json").read_text())
+    record.update(status="built", publish=None)
+    (run_dir / "release.json").write_text(json.dumps(record))
+    (run_dir / "card.md").unlink()
+    tag = "9912312359"  # a release tag no other test uses
+    member = SetMember(run_dir=run_dir, model="tiny-llama", chip="cpu", image_id=released["image_id"],
+                       repository=released["image"].rsplit(":", 1)[0], tag=tag, aliases=["set-test"],
+                       registry=registry.address, status="built")
+    with prefect_test_harness():
+        [(result, reports)] = release_set([member])
+    assert result.tags == [tag, "set-test"]
+    with RegistryClient(registry.address) as api:
+        assert api.manifest_digest(member.repository, tag) == result.digest == released["digest"]
+    stored = json.loads((run_dir / "release.json").read_text())
+    assert stored["status"] == "released" and stored["publish"]["digest"] == result.digest
+    assert reports.card == run_dir / "card.md" and result.digest in reports.card.read_text()
