@@ -35,6 +35,11 @@ def missing_base(ref: str, chip_id: str) -> str:
             "mirror with FLAGRELEASE_BASE_MIRROR, e.g. quay.io=registry.example.com/quay")
 
 
+def locate(client, ref: str) -> str | None:
+    """The base's image id: present locally, else pulled; None when neither works."""
+    return docker_engine.image_id(client, ref) or docker_engine.pull(client, ref)
+
+
 def ensure_base(client, chip: Chip, chip_id: str, ref: str, work_dir: Path, on_line) -> BaseImageResult:
     started = time.monotonic()
     found = docker_engine.image_id(client, ref)
@@ -42,7 +47,7 @@ def ensure_base(client, chip: Chip, chip_id: str, ref: str, work_dir: Path, on_l
         return BaseImageResult(ref=ref, image_id=found, made=False, seconds=time.monotonic() - started)
     if chip.base.bootstrap is None:
         on_line(f"base image {ref} not present locally, trying to pull it")
-        pulled = docker_engine.pull(client, ref)
+        pulled = locate(client, ref)
         if pulled:
             return BaseImageResult(ref=ref, image_id=pulled, made=False, seconds=time.monotonic() - started)
         raise ServiceError(missing_base(ref, chip_id))

@@ -99,11 +99,12 @@ def releases_rebuild(
         stores = store_from_settings(settings.s3_url, settings.s3_endpoint_url, settings.results_dir)
         if source == "s3" and len(stores) < 2:
             raise ConfigError("--source s3 needs FLAGRELEASE_S3_URL", where="FLAGRELEASE_S3_URL")
-        records = stores[-1 if source == "s3" else 0].list_records()
+        store = stores[-1 if source == "s3" else 0]
+        records = store.list_records()
         _ledger().rebuild(records)
     except FlagReleaseError as err:
         fail(err, False)
-    out.print(f"ledger rebuilt from {len(records)} record(s) in {stores[-1 if source == 's3' else 0].location}")
+    out.print(f"ledger rebuilt from {len(records)} record(s) in {store.location}")
 
 
 def card(

@@ -9,8 +9,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from flagrelease import docker_engine
-from flagrelease.base_image import missing_base
+from flagrelease.base_image import locate, missing_base
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import ServiceError
 from flagrelease.naming import base_reference
@@ -36,7 +35,7 @@ def platform_problem(chip: Chip, chip_id: str, host_machine: str | None = None,
 def base_problem(client, chip: Chip, chip_id: str, build: BuildSettings) -> str | None:
     """The base must be local or pullable, unless the chip says how to make it."""
     ref = base_reference(chip.base.image, build.base_mirror)
-    if chip.base.bootstrap is not None or docker_engine.image_id(client, ref) or docker_engine.pull(client, ref):
+    if chip.base.bootstrap is not None or locate(client, ref):
         return None
     return missing_base(ref, chip_id)
 
