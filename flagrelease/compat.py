@@ -34,10 +34,17 @@ class Violation(BaseModel):
 def facts(cell: Cell) -> dict[str, str]:
     chip, stack = cell.chip, cell.chip.stack
     values = {
-        "chip.id": cell.chip_id, "chip.vendor": chip.vendor, "chip.chip_code": chip.chip_code,
-        "chip.arch": chip.arch, "chip.soc_version": chip.soc_version or "none", "chip.driver": chip.driver,
-        "sdk.name": chip.sdk.name, "sdk.version": chip.sdk.version, "base.image": chip.base.image,
-        "runtime.visible_devices_env": chip.runtime.visible_devices_env or "none", "model.id": cell.model_id,
+        "chip.id": cell.chip_id,
+        "chip.vendor": chip.vendor,
+        "chip.chip_code": chip.chip_code,
+        "chip.arch": chip.arch,
+        "chip.soc_version": chip.soc_version or "none",
+        "chip.driver": chip.driver,
+        "sdk.name": chip.sdk.name,
+        "sdk.version": chip.sdk.version,
+        "base.image": chip.base.image,
+        "runtime.visible_devices_env": chip.runtime.visible_devices_env or "none",
+        "model.id": cell.model_id,
     }
     return values | {f"stack.{k}": v for k, v in stack.model_dump().items() if f"stack.{k}" in FACT_NAMES}
 
@@ -54,7 +61,8 @@ def _any(value: str, patterns: str | list[str]) -> bool:
 
 def release(version: str, parts: int) -> tuple[str, ...]:
     """Leading numeric components: '2.6.0rc1' -> ('2', '6', '0')[:parts]."""
-    return tuple(re.findall(r"\d+", re.match(r"[\d.]*", version).group(0)))[:parts]
+    leading = re.match(r"[\d.]*", version)  # matches every string, if only the empty prefix
+    return tuple(re.findall(r"\d+", leading.group(0) if leading else ""))[:parts]
 
 
 def _expand(template: str, values: dict[str, str]) -> str:
@@ -80,12 +88,14 @@ def check_cell(cell: Cell, rules: list[Rule]) -> list[Violation]:
         elif req.same_release_as is not None:
             other = values[req.same_release_as]
             if release(actual, req.parts) != release(other, req.parts):
-                detail = f"{req.field}={actual} and {req.same_release_as}={other} differ in their first {req.parts} numbers"
+                detail = (
+                    f"{req.field}={actual} and {req.same_release_as}={other} differ in their first {req.parts} numbers"
+                )
         elif req.contains is not None:
             needle = _expand(req.contains, values)
             if needle not in actual:
                 detail = f"{req.field}={actual} does not contain {needle!r}"
-        elif req.table is not None:
+        elif req.table is not None and req.by is not None:  # the schema requires them together
             key = values[req.by]
             allowed = next((v for pattern, v in req.table.items() if matches(key, pattern)), None)
             if allowed is None:

@@ -1,10 +1,14 @@
 """The one error type users see: what went wrong, where, and how to fix it."""
 
+from typing import Any
+
 
 class FlagReleaseError(Exception):
     """A user-facing failure. The CLI prints it and exits with `exit_code`."""
 
     exit_code = 2
+    # The release record of the run that failed, when there was one (the CLI shows how far it got).
+    record: Any = None
 
     def __init__(self, problem: str, *, where: str | None = None, fix: str | None = None):
         self.problem = problem
@@ -26,9 +30,18 @@ class ConfigError(FlagReleaseError):
 
 
 class ServiceError(FlagReleaseError):
-    """An external system (dockerd, registry, S3, served model) failed or is unreachable."""
+    """An external system (dockerd, registry, S3, served model) refused or failed.
+
+    As such it is permanent: repeating the same call would get the same answer
+    (a refused credential, an immutable tag, a read-only registry).
+    """
 
     exit_code = 3
+
+
+class ServiceUnavailable(ServiceError):
+    """An external system could not be reached or failed on its side (connection refused,
+    timeout, HTTP 5xx): transient, so worth retrying."""
 
 
 class GateFailed(FlagReleaseError):

@@ -68,9 +68,7 @@ def _resolve_extends(section: dict[str, Any], name: str, path: Path) -> dict[str
     def resolved(key: str, seen: tuple[str, ...]) -> dict[str, Any]:
         entry = section.get(key)
         if not isinstance(entry, dict):
-            raise ConfigError(
-                f"{name}.{key} must be a mapping", where=f"{path}: {name}.{'.'.join(seen) or key}"
-            )
+            raise ConfigError(f"{name}.{key} must be a mapping", where=f"{path}: {name}.{'.'.join(seen) or key}")
         parent = entry.get("extends")
         body = {k: v for k, v in entry.items() if k != "extends"}
         if parent is None:
@@ -100,7 +98,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_axes(matrix: MatrixFile, path: Path) -> None:
-    known = {"chip": matrix.chips, "model": matrix.models}
+    known: dict[str, set[str]] = {"chip": set(matrix.chips), "model": set(matrix.models)}
     axes = matrix.matrix
     for axis in AXES:
         for value in getattr(axes, axis):
@@ -128,13 +126,13 @@ def combinations(axes: MatrixAxes) -> list[dict[str, Any]]:
     An include entry extends each combination whose original axis values it
     matches (without overwriting them); if it matches none, it is added.
     """
-    combos = [dict(zip(AXES, values)) for values in itertools.product(axes.chip, axes.model)]
+    combos = [dict(zip(AXES, values, strict=True)) for values in itertools.product(axes.chip, axes.model)]
     combos = [c for c in combos if not any(_matches(c, ex) for ex in axes.exclude)]
     originals = [dict(c) for c in combos]
     for entry in axes.include:
         axis_part = {k: v for k, v in entry.items() if k in AXES}
         extended = False
-        for combo, original in zip(combos, originals):
+        for combo, original in zip(combos, originals, strict=True):
             if axis_part and _matches(original, axis_part):
                 for key, value in entry.items():
                     if key not in AXES:
@@ -153,7 +151,7 @@ def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
 def expand(matrix: MatrixFile) -> list[Cell]:
     """Every cell of the matrix, with per-cell overrides applied and validated."""
     cells = []
-    for i, combo in enumerate(combinations(matrix.matrix)):
+    for combo in combinations(matrix.matrix):
         missing = [axis for axis in AXES if axis not in combo]
         if missing:
             raise ConfigError(
@@ -198,9 +196,14 @@ def select(matrix: MatrixFile, *, chip: str | None = None, model: str | None = N
             fix=f"use one of: {', '.join(sorted(matrix.models))}, or add the model to matrix.yaml",
         )
     # An exact chip id wins over a vendor family of the same name (chip `cpu` vs vendor `cpu`).
-    chips = None if chip is None else (
-        {chip} if chip in matrix.chips else {i for i, c in matrix.chips.items() if c.vendor == chip})
-    cells = [c for c in expand(matrix) if (chips is None or c.chip_id in chips) and (model is None or c.model_id == model)]
+    chips = (
+        None
+        if chip is None
+        else ({chip} if chip in matrix.chips else {i for i, c in matrix.chips.items() if c.vendor == chip})
+    )
+    cells = [
+        c for c in expand(matrix) if (chips is None or c.chip_id in chips) and (model is None or c.model_id == model)
+    ]
     if not cells:
         raise ConfigError(
             f"the matrix has no cell for model={model or '*'} chip={chip or '*'} (excluded or not listed)",
@@ -218,4 +221,3 @@ def find_matrix(explicit: Path | None) -> Path:
     if local.exists():
         return local
     return Path(__file__).resolve().parent.parent / "matrix.yaml"
-

@@ -7,7 +7,7 @@ flagrelease-<vendor>-release-model_<m>-tree_<t>-gems_<g>-scale_<s>-cx_<c>-python
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flagrelease.errors import ConfigError
 from flagrelease.schema import NONE, Cell
@@ -72,7 +72,7 @@ def set_key(cell: Cell) -> str:
 
 def timestamp_tag(now: datetime | None = None) -> str:
     """FlagRelease's release tag: UTC time as YYMMDDHHMM."""
-    return (now or datetime.now(timezone.utc)).strftime("%y%m%d%H%M")
+    return (now or datetime.now(UTC)).strftime("%y%m%d%H%M")
 
 
 def full_repository(registry: str | None, namespace: str, name: str) -> str:
@@ -108,5 +108,10 @@ def base_reference(image: str, mirror: str | None) -> str:
             fix="e.g. quay.io=registry.example.com/quay",
         )
     if image.startswith(source.rstrip("/") + "/"):
-        return target.rstrip("/") + image[len(source.rstrip("/")):]
+        return target.rstrip("/") + image[len(source.rstrip("/")) :]
     return image
+
+
+def alias_tags(aliases: list[str], pins: dict[str, str]) -> list[str]:
+    """Moving tags of a release: `{pin}` placeholders filled from the cell's pins."""
+    return [alias.format(**pins) for alias in aliases]

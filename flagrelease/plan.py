@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from flagrelease import naming
+from flagrelease.cell_facts import pins, serve_config
 from flagrelease.compat import check_cell
 from flagrelease.naming import base_reference
-from flagrelease.render import pins, serve_config
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import BuildSettings
 
@@ -38,6 +36,6 @@ def cell_plan(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> dict[str,
             "shm_size": runtime.shm_size,
             "weights_mount": cell.weights_mount,
         },
-        "serve": {"experiment": yaml.safe_load(experiment), "serve": yaml.safe_load(serve_list)},
+        "serve": {"experiment": experiment, "serve": serve_list},
         "violations": [v.model_dump() for v in check_cell(cell, matrix.compatibility)],
     }

@@ -1,7 +1,13 @@
-"""The release record: everything one run did and measured, stored as JSON.
+"""The release record: everything one run did and measured, as typed data in one file.
 
-It is the source of truth for what was released: cards, ledgers and reports
-are derived from records, never the other way round.
+It is the source of truth for what was released: cards, ledgers and reports are
+derived from records, never the other way round. `release.json` holds the
+summaries; the raw results they come from (container log, every perf trace,
+every per-question record) sit beside it in files the report step writes and
+the record names in `files`.
+
+    record = ReleaseRecord.load(run_dir)      # run_dir/release.json
+    record.save(record.directory(results_dir))  # results_dir/<cell>/<run_id>/release.json
 """
 
 from __future__ import annotations
@@ -9,18 +15,34 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from flagrelease.accuracy import write_records
-from flagrelease.base_image import BaseImageResult
-from flagrelease.bench import SideResult
-from flagrelease.build import ImageRef
-from flagrelease.gate import GateReport
-from flagrelease.loadgen import plot_sweep
-from flagrelease.publish import PublishResult
-from flagrelease.report import ReportResult
-from flagrelease.smoke import SmokeResult
+from flagrelease.errors import ConfigError
+from flagrelease.results import (
+    BaseImageResult,
+    GateReport,
+    ImageRef,
+    PublishResult,
+    ReportResult,
+    SideResult,
+    SmokeResult,
+)
+
+RECORD_FILE = "release.json"
+
+# running: in progress or interrupted; built: passed its gate, not pushed (no registry, or
+# waiting for its multi-arch set); gated: the gate refused it; failed: a step failed;
+# released: gated, pushed and verified under its release tag.
+Status = Literal["running", "built", "gated", "failed", "released"]
+QUALIFIED: Status = "released"
+
+# Raw results are kept in their own files, not in release.json (see `files`).
+_RAW: dict[str, Any] = {
+    "smoke": {"log"},
+    "bench": {"__all__": {"perf_repeats": True, "perf": {"__all__": {"traces"}}, "accuracy": {"__all__": {"results"}}}},
+}
 
 
 class ReleaseRecord(BaseModel):
@@ -29,7 +51,7 @@ class ReleaseRecord(BaseModel):
     cell: str
     model: str
     chip: str
-    status: str = "running"  # running | released | built | gated | failed
+    status: Status = "running"
     error: str | None = None
     pins: dict[str, str] = {}
     context_hash: str | None = None
@@ -43,34 +65,53 @@ class ReleaseRecord(BaseModel):
     registry: str | None = None  # checked before the build; where the push goes
     publish: PublishResult | None = None
     timings: dict[str, float] = {}
+    # Raw-result files beside release.json, by role ("smoke.log", "perf-native", "accuracy-flaggems-mmlu", "plot").
+    files: dict[str, str] = {}
     # Where the record and its files were stored: known only after they were, so not in the file.
     reports: ReportResult | None = Field(default=None, exclude=True)
 
     def directory(self, results_dir: Path) -> Path:
         return results_dir / self.cell / self.run_id
 
-    def save(self, results_dir: Path) -> Path:
-        """Write release.json and, beside it, the raw results it summarises: the smoke log,
-        every perf trace, every per-question record, and the perf plot."""
-        out = self.directory(results_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        data = json.loads(self.model_dump_json())
-        if self.smoke is not None:
-            (out / "smoke.log").write_text(self.smoke.log)
-            data["smoke"]["log"] = "smoke.log"
-        for side, result in self.bench.items():
-            raw = out / f"perf-{side}.json"
-            raw.write_text(json.dumps([[json.loads(r.model_dump_json()) for r in run] for run in result.perf_repeats],
-                                      indent=1))
-            data["bench"][side]["perf_repeats"] = raw.name
-            for level in data["bench"][side]["perf"]:
-                level["traces"] = raw.name
-            for name, acc in result.accuracy.items():
-                write_records(acc, out / f"accuracy-{side}-{name}.jsonl")
-                data["bench"][side]["accuracy"][name]["results"] = f"accuracy-{side}-{name}.jsonl"
-        if any(r.perf for r in self.bench.values()):
-            plot_sweep({side: r.perf for side, r in self.bench.items()}, out / "perf.png")
-            data["plot"] = "perf.png"
-        path = out / "release.json"
-        path.write_text(json.dumps(data, indent=2) + "\n")
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude=_RAW, indent=2) + "\n"
+
+    def save(self, run_dir: Path) -> Path:
+        """Write release.json into the run's directory (created if needed)."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / RECORD_FILE
+        path.write_text(self.to_json())
         return path
+
+    @classmethod
+    def parse(cls, text: str | bytes, where: str) -> ReleaseRecord:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ConfigError(
+                f"release record is malformed: {first['msg']} at {key}",
+                where=where,
+                fix="restore release.json from the artifact store",
+            ) from None
+
+    @classmethod
+    def load(cls, path: Path) -> ReleaseRecord:
+        """A record from a run directory or a release.json path."""
+        path = path / RECORD_FILE if path.is_dir() else path
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no release record at {path}",
+                where=str(path.parent),
+                fix="pass a run directory that holds release.json",
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"cannot read release record {path}: {err.strerror}", where=str(path)) from None
+        return cls.parse(text, str(path))
+
+    def as_dict(self) -> dict:
+        """release.json as stored, as plain data (for templates and JSON output)."""
+        return json.loads(self.to_json())

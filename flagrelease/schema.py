@@ -124,11 +124,13 @@ class Weights(Strict):
     modelscope_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
     revision: Version | None = None
     path: AbsPath | None = None
-    uri: Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$")] | None = None
+    uri: (
+        Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$")] | None
+    ) = None
     mount: AbsPath | None = None
 
     @model_validator(mode="after")
-    def _source_has_its_field(self) -> "Weights":
+    def _source_has_its_field(self) -> Weights:
         needed = {"generate": "generator", "modelscope": "modelscope_id", "local": "path", "s3": "uri"}[self.source]
         if getattr(self, needed) is None:
             raise ValueError(f"weights.source {self.source} needs weights.{needed}")
@@ -187,7 +189,10 @@ class PerfPlan(Strict):
 
     concurrency: list[Annotated[int, Field(ge=1)]] = [1, 4, 16, 64, 128, 256]
     shapes: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]] = [
-        (1024, 1024), (4096, 1024), (8192, 1024)]
+        (1024, 1024),
+        (4096, 1024),
+        (8192, 1024),
+    ]
     num_prompts: Annotated[int, Field(ge=1, le=10000)] = 64
     num_warmups: Annotated[int, Field(ge=0)] = 2
     # Each level is measured `repeats` times and the median-throughput run is kept: one
@@ -245,10 +250,27 @@ class Model(Strict):
 
 # Compatibility rules (checked by flagrelease/compat.py) speak about these cell facts.
 FACT_NAMES = (
-    "chip.id", "chip.vendor", "chip.chip_code", "chip.arch", "chip.soc_version", "chip.driver",
-    "sdk.name", "sdk.version", "base.image", "runtime.visible_devices_env", "model.id",
-    "stack.python", "stack.torch", "stack.torch_npu", "stack.vllm", "stack.vllm_plugin", "stack.flaggems",
-    "stack.flagscale", "stack.flagtree", "stack.flagcx", "stack.engine",
+    "chip.id",
+    "chip.vendor",
+    "chip.chip_code",
+    "chip.arch",
+    "chip.soc_version",
+    "chip.driver",
+    "sdk.name",
+    "sdk.version",
+    "base.image",
+    "runtime.visible_devices_env",
+    "model.id",
+    "stack.python",
+    "stack.torch",
+    "stack.torch_npu",
+    "stack.vllm",
+    "stack.vllm_plugin",
+    "stack.flaggems",
+    "stack.flagscale",
+    "stack.flagtree",
+    "stack.flagcx",
+    "stack.engine",
 )
 FactName = Annotated[str, Field(pattern="^(" + "|".join(re.escape(n) for n in FACT_NAMES) + ")$")]
 PLACEHOLDER = re.compile(r"\{([a-z_.]+)(\|major_minor(?:_nodot)?)?\}")
@@ -266,9 +288,13 @@ class Requirement(BaseModel):
     table: dict[str, list[str]] | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Requirement":
-        kinds = [self.in_ is not None, self.same_release_as is not None, self.contains is not None,
-                 self.table is not None]
+    def _one_kind(self) -> Requirement:
+        kinds = [
+            self.in_ is not None,
+            self.same_release_as is not None,
+            self.contains is not None,
+            self.table is not None,
+        ]
         if sum(kinds) != 1:
             raise ValueError("state exactly one of: in, same_release_as, contains, table")
         if (self.table is None) != (self.by is None):

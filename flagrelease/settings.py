@@ -55,18 +55,18 @@ def _buildkit_cli() -> str:
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, validate_default=True)
 
-    home: Path = Field(
-        default_factory=lambda: Path(_env("HOME") or Path.home() / ".local/share/flagrelease")
-    )
+    home: Path = Field(default_factory=lambda: Path(_env("HOME") or Path.home() / ".local/share/flagrelease"))
     registry: str | None = Field(
         default_factory=lambda: _env("REGISTRY"),
         description="host:port of the registry to push to; unset starts a local one",
     )
     build: BuildSettings = Field(default_factory=BuildSettings)
-    s3_url: str | None = Field(default_factory=lambda: _env("S3_URL"),
-                               description="s3://BUCKET/PREFIX for reports, beside the local copy")
-    s3_endpoint_url: str | None = Field(default_factory=lambda: _env("S3_ENDPOINT_URL"),
-                                        description="S3 API endpoint (MinIO, moto); AWS when unset")
+    s3_url: str | None = Field(
+        default_factory=lambda: _env("S3_URL"), description="s3://BUCKET/PREFIX for reports, beside the local copy"
+    )
+    s3_endpoint_url: str | None = Field(
+        default_factory=lambda: _env("S3_ENDPOINT_URL"), description="S3 API endpoint (MinIO, moto); AWS when unset"
+    )
 
     @property
     def weights_dir(self) -> Path:
@@ -92,5 +92,6 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as err:
         first = err.errors()[0]
         name = "FLAGRELEASE_" + str(first["loc"][-1]).upper()
-        raise ConfigError(f"setting {name} is invalid: {first['msg']}", where=name,
-                          fix="correct or unset the environment variable") from None
+        raise ConfigError(
+            f"setting {name} is invalid: {first['msg']}", where=name, fix="correct or unset the environment variable"
+        ) from None

@@ -68,9 +68,7 @@ def _vocab(tok: Tokenizer) -> tuple[list[str], list[int], list[str]]:
     vocab = tok.get_vocab()
     tokens = sorted(vocab, key=vocab.__getitem__)
     assert [vocab[t] for t in tokens] == list(range(len(tokens))), "vocab ids not dense"
-    types = [
-        gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL for t in tokens
-    ]
+    types = [gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL for t in tokens]
     merges = json.loads(tok.to_str())["model"]["merges"]
     merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
     return tokens, [int(t) for t in types], merges
@@ -78,6 +76,7 @@ def _vocab(tok: Tokenizer) -> tuple[list[str], list[int], list[str]]:
 
 def _banned(tok: Tokenizer, tokens: list[str]) -> np.ndarray:
     """1.0 for tokens the model should never sample: control bytes, partial UTF-8, specials but EOS."""
+
     def ok(i: int, t: str) -> bool:
         s = tok.decode([i])  # specials decode to "", lone UTF-8 continuation bytes to U+FFFD
         return t == "<|im_end|>" or (s != "" and all(c == "\n" or " " <= c <= "~" for c in s))

@@ -21,15 +21,27 @@ from flows.release_cell import release_cell
 NIGHTLY = "0 2 * * *"
 
 
-def deployments(matrix: Path | None = None, *, chip: str | None = None, model: str | None = None,
-                cron: str = NIGHTLY, registry: str | None = None) -> list:
+def deployments(
+    matrix: Path | None = None,
+    *,
+    chip: str | None = None,
+    model: str | None = None,
+    cron: str = NIGHTLY,
+    registry: str | None = None,
+) -> list:
     matrix_file = load_matrix(find_matrix(matrix))
     cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
     return [
         release_cell.to_deployment(
-            name=cell.slug, cron=cron, tags=[cell.chip.vendor, cell.chip_id, cell.model_id],
-            parameters={"model": cell.model_id, "chip": cell.chip_id, "registry": registry,
-                        "matrix": str(matrix_file.source)},
+            name=cell.slug,
+            cron=cron,
+            tags=[cell.chip.vendor, cell.chip_id, cell.model_id],
+            parameters={
+                "model": cell.model_id,
+                "chip": cell.chip_id,
+                "registry": registry,
+                "matrix": str(matrix_file.source),
+            },
             description=f"Nightly FlagRelease of {cell.label}",
         )
         for cell in cells

@@ -8,11 +8,10 @@ schedule it per cell with flows/deployments.py.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,25 +19,26 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flagrelease import (
-    base_image,
-    bench,
-    build,
-    docker_engine,
-    gate,
-    naming,
-    publish,
-    render,
-    report,
-    smoke,
-    weights,
-)
-from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError
+from flagrelease import naming
+from flagrelease.adapters import docker_engine
+from flagrelease.baseline import reference_for
+from flagrelease.cell_facts import flaggems_installed
+from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError, ServiceUnavailable
 from flagrelease.matrix import find_matrix, load_matrix, select
-from flagrelease.preflight import preflight
-from flagrelease.record import ReleaseRecord
+from flagrelease.record import ReleaseRecord, Status
+from flagrelease.results import (
+    BaseImageResult,
+    GateReport,
+    ImageRef,
+    PublishResult,
+    ReportResult,
+    SideResult,
+    SmokeResult,
+)
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
+from flagrelease.steps import base_image, bench, build, gate, publish, render, report, smoke, weights
+from flagrelease.steps.preflight import preflight
 
 
 def _log(line: str) -> None:
@@ -61,7 +61,7 @@ def weights_task(cell: Cell, settings: Settings) -> Path:
 
 
 @task(name="base-image", cache_policy=NO_CACHE)
-def base_task(cell: Cell, settings: Settings) -> base_image.BaseImageResult:
+def base_task(cell: Cell, settings: Settings) -> BaseImageResult:
     ref = naming.base_reference(cell.chip.base.image, settings.build.base_mirror)
     return base_image.ensure_base(docker_engine.connect(), cell.chip, cell.chip_id, ref, settings.home / "tmp", _log)
 
@@ -72,62 +72,68 @@ def render_task(cell: Cell, matrix: MatrixFile, settings: Settings, run_id: str)
 
 
 @task(name="build", cache_policy=NO_CACHE)
-def build_task(cell: Cell, ctx: render.BuildContext, base: base_image.BaseImageResult, settings: Settings,
-               repository: str, tag: str) -> build.ImageRef:
-    return build.build_image(docker_engine.connect(), cell, ctx, base, settings.build,
-                             repository=repository, tag=tag, on_line=_log)
+def build_task(
+    cell: Cell, ctx: render.BuildContext, base: BaseImageResult, settings: Settings, repository: str, tag: str
+) -> ImageRef:
+    return build.build_image(
+        docker_engine.connect(), cell, ctx, base, settings.build, repository=repository, tag=tag, on_line=_log
+    )
 
 
 @task(name="smoke", cache_policy=NO_CACHE)
-def smoke_task(cell: Cell, image: build.ImageRef, weights_dir: Path, run_id: str,
-               timeout_s: float) -> smoke.SmokeResult:
+def smoke_task(cell: Cell, image: ImageRef, weights_dir: Path, run_id: str, timeout_s: float) -> SmokeResult:
     options = smoke.run_options(cell, weights_dir)
-    return smoke.smoke_test(docker_engine.connect(), image.image_id, cell, options, owner=run_id,
-                            timeout_s=timeout_s, on_line=_log)
+    return smoke.smoke_test(
+        docker_engine.connect(), image.image_id, cell, options, owner=run_id, timeout_s=timeout_s, on_line=_log
+    )
 
 
 @task(name="bench", cache_policy=NO_CACHE)
-def bench_task(cell: Cell, matrix: MatrixFile, image: build.ImageRef, weights_dir: Path, run_id: str,
-               timeout_s: float) -> dict[str, bench.SideResult]:
-    return bench.measure_sides(docker_engine.connect(), image.image_id, cell, matrix, weights_dir,
-                               owner=run_id, timeout_s=timeout_s, on_line=_log)
+def bench_task(
+    cell: Cell, matrix: MatrixFile, image: ImageRef, weights_dir: Path, run_id: str, timeout_s: float
+) -> dict[str, SideResult]:
+    return bench.measure_sides(
+        docker_engine.connect(),
+        image.image_id,
+        cell,
+        matrix,
+        weights_dir,
+        owner=run_id,
+        timeout_s=timeout_s,
+        on_line=_log,
+    )
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate_task(cell: Cell, matrix: MatrixFile, sides: dict[str, bench.SideResult]) -> tuple[gate.GateReport, dict]:
-    pairs, ratios, against = bench.gate_inputs(cell, matrix, sides["native"], sides["flaggems"])
-    report = gate.decide(pairs, ratios, cell.model.bench.gate)
-    for verdict in report.accuracy:
+def gate_task(cell: Cell, matrix: MatrixFile, sides: dict[str, SideResult]) -> tuple[GateReport, dict[str, str]]:
+    decision, against = gate.judge(sides, reference_for(cell, matrix), cell.model.bench.gate)
+    for verdict in decision.accuracy:
         _log(f"gate {verdict.verdict}: {verdict.reason} (vs {against[verdict.benchmark]})")
-    _log(f"gate: {report.verdict}: {report.reason}")
-    return report, against
-
-
-NOT_TRANSIENT = ("already exists", "credentials", "401", "403", "none of the")
+    _log(f"gate: {decision.verdict}: {decision.reason}")
+    return decision, against
 
 
 def _retry_push(task, task_run, state) -> bool:
-    """Retry transient push failures, never a refusal that would only repeat itself
-    (an immutable tag, wrong credentials)."""
+    """Retry a push only when the registry or dockerd was unavailable, never a refusal that
+    would only repeat itself (an immutable tag, wrong credentials, a read-only registry)."""
     try:
         state.result()
-    except ServiceError as err:
-        return not any(text in err.problem for text in NOT_TRANSIENT)
-    except Exception:
+    except ServiceUnavailable:
         return True
+    except Exception:
+        return False
     return False
 
 
 @task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
-def push_task(image: build.ImageRef, registry: str, repository: str, tag: str,
-              aliases: list[str]) -> publish.PublishResult:
-    return publish.push_release(docker_engine.connect(), image.image_id, registry, repository, tag,
-                                aliases=aliases, on_line=_log)
+def push_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str]) -> PublishResult:
+    return publish.push_release(
+        docker_engine.connect(), image.image_id, registry, repository, tag, aliases=aliases, on_line=_log
+    )
 
 
 @task(name="reports", cache_policy=NO_CACHE)
-def reports_task(run_dir: Path, cell: Cell, matrix: MatrixFile, settings: Settings,
-                 released: bool) -> report.ReportResult:
+def reports_task(run_dir: Path, cell: Cell, matrix: MatrixFile, settings: Settings, released: bool) -> ReportResult:
     result = report.publish_reports(run_dir, cell, matrix, settings, released=released)
     for copy in result.stores:
         if copy.ok:
@@ -149,14 +155,23 @@ def _timed(record: ReleaseRecord, stage: str):
 def one_cell(matrix: MatrixFile, model: str, chip: str) -> Cell:
     cells = select(matrix, chip=chip, model=model)
     if len(cells) != 1:
-        raise ConfigError(f"release-cell takes one cell; {model} x {chip} selects {len(cells)}",
-                          fix="pass a chip id, not a vendor family")
+        raise ConfigError(
+            f"release-cell takes one cell; {model} x {chip} selects {len(cells)}",
+            fix="pass a chip id, not a vendor family",
+        )
     return cells[0]
 
 
 @flow(name="release-cell")
-def release_cell(model: str, chip: str, matrix: str | None = None, registry: str | None = None,
-                 push: bool = True, smoke_timeout_s: float = 180.0, defer_push: bool = False) -> ReleaseRecord:
+def release_cell(
+    model: str,
+    chip: str,
+    matrix: str | None = None,
+    registry: str | None = None,
+    push: bool = True,
+    smoke_timeout_s: float = 180.0,
+    defer_push: bool = False,
+) -> ReleaseRecord:
     """Release one cell: `release_cell("tiny-llama", "cpu")`.
 
     `defer_push`: check the registry and gate the cell, but leave the push (and the
@@ -165,10 +180,11 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
     settings = load_settings(registry=registry)
     matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
     cell = one_cell(matrix_file, model, chip)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     tag = naming.timestamp_tag()
-    record = ReleaseRecord(run_id=run_id, started=datetime.now(timezone.utc), cell=cell.slug,
-                           model=cell.model_id, chip=cell.chip_id)
+    record = ReleaseRecord(
+        run_id=run_id, started=datetime.now(UTC), cell=cell.slug, model=cell.model_id, chip=cell.chip_id
+    )
     interrupted = False
     try:
         with _timed(record, "preflight"):
@@ -194,35 +210,43 @@ def release_cell(model: str, chip: str, matrix: str | None = None, registry: str
                 where=f"image {record.image.ref}",
                 fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
             )
-        record.flaggems_installed = bench.flaggems_installed(cell)
+        record.flaggems_installed = flaggems_installed(cell)
         with _timed(record, "bench"):
             record.bench = bench_task(cell, matrix_file, record.image, weights_dir, run_id, smoke_timeout_s)
         with _timed(record, "gate"):
             record.gate, record.compared_against = gate_task(cell, matrix_file, record.bench)
         if not record.gate.release:
             record.status = "gated"
-            raise GateFailed(f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
-                             where=f"image {record.image.ref} (kept locally)",
-                             fix="see the gate table and the raw results in "
-                             f"{record.directory(settings.results_dir)}")
+            raise GateFailed(
+                f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
+                where=f"image {record.image.ref} (kept locally)",
+                fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
+            )
         if registry_addr is not None and not defer_push:
             with _timed(record, "push"):
-                record.publish = push_task(record.image, registry_addr, repository, tag,
-                                           report.alias_tags(matrix_file.release.aliases, record.pins))
+                record.publish = push_task(
+                    record.image,
+                    registry_addr,
+                    repository,
+                    tag,
+                    naming.alias_tags(matrix_file.release.aliases, record.pins),
+                )
         record.status = "released" if record.publish else "built"
         record.registry = registry_addr
     except BaseException as err:  # Ctrl-C too: the record says how far the run got
         record.status = "gated" if isinstance(err, GateFailed) else "failed"
         record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
         interrupted = not isinstance(err, FlagReleaseError)
-        err.record = record  # the CLI shows how far the run got
+        if isinstance(err, FlagReleaseError):
+            err.record = record
         raise
     finally:
-        run_dir = record.save(settings.results_dir).parent
+        run_dir = report.save_run(record, settings.results_dir)
         if not interrupted:  # no uploads while the user is stopping us
             record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
-        create_markdown_artifact(key=f"release-{cell.slug}", markdown=_summary_markdown(record),
-                                 description=f"FlagRelease {cell.label}")
+        create_markdown_artifact(
+            key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
+        )
     return record
 
 
@@ -249,41 +273,57 @@ class SetMember(BaseModel):
     tag: str
     aliases: list[str]
     registry: str | None
-    status: str
+    status: Status
 
     @classmethod
-    def of(cls, record: ReleaseRecord, matrix: MatrixFile, results_dir: Path) -> "SetMember":
-        return cls(run_dir=record.directory(results_dir), model=record.model, chip=record.chip,
-                   image_id=record.image.image_id if record.image else "", registry=record.registry,
-                   repository=record.image.repository if record.image else "", tag=record.image.tag if record.image else "",
-                   aliases=report.alias_tags(matrix.release.aliases, record.pins) if record.pins else [],
-                   status=record.status)
+    def of(cls, record: ReleaseRecord, matrix: MatrixFile, results_dir: Path) -> SetMember:
+        return cls(
+            run_dir=record.directory(results_dir),
+            model=record.model,
+            chip=record.chip,
+            image_id=record.image.image_id if record.image else "",
+            registry=record.registry,
+            repository=record.image.repository if record.image else "",
+            tag=record.image.tag if record.image else "",
+            aliases=naming.alias_tags(matrix.release.aliases, record.pins) if record.pins else [],
+            status=record.status,
+        )
 
 
 @task(name="publish-set", cache_policy=NO_CACHE)
-def publish_set_task(members: list[SetMember], registry: str) -> list[publish.PublishResult]:
-    items = [publish.PublishItem(image_id=m.image_id, repository=m.repository, tag=m.tag, aliases=m.aliases)
-             for m in members]
+def publish_set_task(members: list[SetMember], registry: str) -> list[PublishResult]:
+    items = [
+        publish.PublishItem(image_id=m.image_id, repository=m.repository, tag=m.tag, aliases=m.aliases) for m in members
+    ]
     return publish.publish_set(docker_engine.connect(), items, registry, on_line=_log)
 
 
 @flow(name="release-set")
-def release_set(members: list[SetMember], matrix: str | None = None
-                ) -> list[tuple[publish.PublishResult, report.ReportResult]]:
+def release_set(members: list[SetMember], matrix: str | None = None) -> list[tuple[PublishResult, ReportResult]]:
     """Publish the built, gated cells of one multi-arch set together: every image gets its
     release tag or none does (`publish.publish_set`); then each cell's record, card and reports."""
     not_ready = [f"{m.model}--{m.chip}" for m in members if m.status != "built" or m.registry is None]
     if not_ready:
-        raise ServiceError(f"the set is not published: {', '.join(not_ready)} did not pass its gate or build",
-                           where="multi-arch set " + ", ".join(f"{m.model}--{m.chip}" for m in members),
-                           fix="a set is released all or nothing; fix the failing cells and release the set again")
-    settings = load_settings(registry=members[0].registry)
+        raise ServiceError(
+            f"the set is not published: {', '.join(not_ready)} did not pass its gate or build",
+            where="multi-arch set " + ", ".join(f"{m.model}--{m.chip}" for m in members),
+            fix="a set is released all or nothing; fix the failing cells and release the set again",
+        )
+    registry = members[0].registry
+    assert registry is not None, "checked above: every member has its registry"
+    settings = load_settings(registry=registry)
     matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
     published = []
-    for member, result in zip(members, publish_set_task(members, members[0].registry)):
-        path = member.run_dir / "release.json"
-        data = json.loads(path.read_text()) | {"status": "released", "publish": result.model_dump(mode="json")}
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        published.append((result, reports_task(member.run_dir, one_cell(matrix_file, member.model, member.chip),
-                                                matrix_file, settings, True)))
+    for member, result in zip(members, publish_set_task(members, registry), strict=True):
+        record = ReleaseRecord.load(member.run_dir)
+        record.status, record.publish = "released", result
+        record.save(member.run_dir)
+        published.append(
+            (
+                result,
+                reports_task(
+                    member.run_dir, one_cell(matrix_file, member.model, member.chip), matrix_file, settings, True
+                ),
+            )
+        )
     return published

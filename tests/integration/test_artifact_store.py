@@ -15,14 +15,15 @@ from pathlib import Path
 import boto3.session
 import pytest
 
-from flagrelease.artifact_store import (
+from flagrelease.adapters.artifact_store import (
     LocalStore,
     S3Store,
     publish_artifacts,
     store_from_settings,
 )
+from flagrelease.adapters.ledger import Ledger
 from flagrelease.errors import ConfigError, ServiceError
-from flagrelease.ledger import Ledger
+from flagrelease.record import ReleaseRecord
 from tests.conftest import free_port
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop
 
@@ -48,8 +49,9 @@ def aws_env(monkeypatch, tmp_path):
 
 def admin_client(service: str, url: str):
     """The test's own client; the dummy credentials are given, not read from the environment."""
-    return boto3.session.Session().client(service, endpoint_url=url, region_name=REGION,
-                                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    return boto3.session.Session().client(
+        service, endpoint_url=url, region_name=REGION, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+    )
 
 
 @pytest.fixture
@@ -64,19 +66,39 @@ def bucket(s3):
     return name
 
 
-def make_run(results: Path, run_id: str, cell: str = "tiny-llama--cpu", status: str = "released") -> tuple[Path, dict]:
+def make_run(
+    results: Path, run_id: str, cell: str = "tiny-llama--cpu", status: str = "released"
+) -> tuple[Path, ReleaseRecord]:
     """A run directory as the pipeline leaves it: the record and the files beside it."""
     model, chip = cell.split("--")
     record = {
-        "run_id": run_id, "started": f"2026-12-01T{run_id[9:11]}:{run_id[11:13]}:00Z", "cell": cell,
-        "model": model, "chip": chip, "status": status, "pins": {"flagscale": "0.8.0"},
-        "image": {"image_id": "sha256:" + "1" * 64, "repository": f"flagrelease/{cell}", "tag": run_id[2:8]},
-        "publish": {"registry": "127.0.0.1:5000", "repository": f"flagrelease/{cell}", "tags": [run_id[2:8]],
-                    "digest": "sha256:" + run_id[-1] * 64, "seconds": 0.1},
+        "run_id": run_id,
+        "started": f"2026-12-01T{run_id[9:11]}:{run_id[11:13]}:00Z",
+        "cell": cell,
+        "model": model,
+        "chip": chip,
+        "status": status,
+        "pins": {"flagscale": "0.8.0"},
+        "image": {
+            "image_id": "sha256:" + "1" * 64,
+            "repository": f"flagrelease/{cell}",
+            "tag": run_id[2:8],
+            "labels": {},
+            "reused": False,
+            "seconds": 1.0,
+        },
+        "publish": {
+            "registry": "127.0.0.1:5000",
+            "repository": f"flagrelease/{cell}",
+            "tags": [run_id[2:8]],
+            "digest": "sha256:" + run_id[-1] * 64,
+            "seconds": 0.1,
+        },
     }
     run_dir = results / cell / run_id
     (run_dir / "logs").mkdir(parents=True)
     (run_dir / "release.json").write_text(json.dumps(record, indent=2))
+    record = ReleaseRecord.load(run_dir)
     (run_dir / "smoke.log").write_text("ready\n")
     (run_dir / "perf.json").write_text('{"run_id": "not a record"}')
     (run_dir / "perf.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
@@ -94,8 +116,14 @@ def assert_no_secret(*things) -> None:
 
 def down_s3(bucket: str = "flagrelease") -> S3Store:
     """Nothing listens on a fresh free port: connection refused, once, at once."""
-    return S3Store(bucket, "releases", endpoint_url=f"http://127.0.0.1:{free_port()}", region=REGION,
-                   connect_timeout=1, max_attempts=1)
+    return S3Store(
+        bucket,
+        "releases",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region=REGION,
+        connect_timeout=1,
+        max_attempts=1,
+    )
 
 
 def test_publish_to_local_and_s3(tmp_path, moto, s3, bucket):
@@ -109,7 +137,11 @@ def test_publish_to_local_and_s3(tmp_path, moto, s3, bucket):
     local, remote = results
     assert (local.store, local.ok, list(local.keys), local.error) == (str(tmp_path / "store"), True, keys, None)
     assert (remote.store, remote.ok, list(remote.keys), remote.error) == (
-        f"s3://{bucket}/flagos/releases", True, keys, None)
+        f"s3://{bucket}/flagos/releases",
+        True,
+        keys,
+        None,
+    )
     assert remote.uris[0] == f"s3://{bucket}/flagos/releases/tiny-llama--cpu/20261201T100000Z-aaaaa1/logs/build.log"
     for name in RUN_FILES:
         original = (run_dir / name).read_bytes()
@@ -124,9 +156,11 @@ def test_publish_to_local_and_s3(tmp_path, moto, s3, bucket):
 
 
 def test_list_records_from_s3_rebuilds_the_ledger(tmp_path, moto, s3, bucket):
-    runs = [make_run(tmp_path / "results", "20261201T100000Z-aaaaa1"),
-            make_run(tmp_path / "results", "20261201T110000Z-bbbbb2", status="failed"),
-            make_run(tmp_path / "results", "20261201T120000Z-ccccc3", cell="tiny-llama--ascend")]
+    runs = [
+        make_run(tmp_path / "results", "20261201T100000Z-aaaaa1"),
+        make_run(tmp_path / "results", "20261201T110000Z-bbbbb2", status="failed"),
+        make_run(tmp_path / "results", "20261201T120000Z-ccccc3", cell="tiny-llama--ascend"),
+    ]
     store = S3Store(bucket, "", endpoint_url=moto, region=REGION)
     for run_dir, _ in runs:
         assert publish_artifacts(run_dir, [store])[0].ok
@@ -136,7 +170,7 @@ def test_list_records_from_s3_rebuilds_the_ledger(tmp_path, moto, s3, bucket):
 
     records = store.list_records()
 
-    assert sorted(records, key=lambda r: r["run_id"]) == [record for _, record in runs]
+    assert sorted(records, key=lambda r: r.run_id) == [record for _, record in runs]
     expected = Ledger(tmp_path / "expected.sqlite")
     for _, record in runs:
         expected.record(record)
@@ -144,7 +178,10 @@ def test_list_records_from_s3_rebuilds_the_ledger(tmp_path, moto, s3, bucket):
     rebuilt.rebuild(records)
     assert rebuilt.list() == expected.list()
     assert [row.run_id for row in rebuilt.list()] == [
-        "20261201T120000Z-ccccc3", "20261201T110000Z-bbbbb2", "20261201T100000Z-aaaaa1"]
+        "20261201T120000Z-ccccc3",
+        "20261201T110000Z-bbbbb2",
+        "20261201T100000Z-aaaaa1",
+    ]
     assert rebuilt.latest_qualified("tiny-llama", "cpu").run_id == "20261201T100000Z-aaaaa1"
     assert rebuilt.show("flagrelease/tiny-llama--ascend:261201") == runs[2][1]
 
@@ -161,8 +198,7 @@ def test_s3_down_keeps_the_local_copy(tmp_path):
     assert local.list_records() == [record]
     assert (results[1].store, results[1].ok, results[1].keys) == ("s3://flagrelease/releases", False, ())
     assert "S3 unavailable at http://127.0.0.1:" in results[1].error
-    assert "where: s3://flagrelease/releases/tiny-llama--cpu/20261201T100000Z-aaaaa1/logs/build.log" \
-        in results[1].error
+    assert "where: s3://flagrelease/releases/tiny-llama--cpu/20261201T100000Z-aaaaa1/logs/build.log" in results[1].error
     with pytest.raises(ServiceError, match="S3 unavailable") as raised:
         remote.list_records()
     assert_no_secret(results, remote, raised.value)
@@ -214,7 +250,7 @@ def test_local_store_already_holding_the_run(tmp_path):
     run_dir, record = make_run(tmp_path / "results", "20261201T100000Z-aaaaa1")
     [result] = publish_artifacts(run_dir, [LocalStore(tmp_path / "results")])
     assert result.ok and len(result.keys) == len(RUN_FILES)
-    assert json.loads((run_dir / "release.json").read_text()) == record
+    assert ReleaseRecord.load(run_dir) == record
 
 
 def test_publish_needs_a_run_directory(tmp_path):
@@ -227,19 +263,29 @@ def test_store_from_settings_without_s3(tmp_path):
     assert isinstance(store, LocalStore) and store.root == tmp_path
 
 
-@pytest.mark.parametrize("url, location", [
-    ("s3://flagos-releases", "s3://flagos-releases"),
-    ("s3://flagos-releases/", "s3://flagos-releases"),
-    ("s3://flagos.releases/a/b/", "s3://flagos.releases/a/b"),
-])
+@pytest.mark.parametrize(
+    "url, location",
+    [
+        ("s3://flagos-releases", "s3://flagos-releases"),
+        ("s3://flagos-releases/", "s3://flagos-releases"),
+        ("s3://flagos.releases/a/b/", "s3://flagos.releases/a/b"),
+    ],
+)
 def test_s3_url(tmp_path, url, location):
     assert store_from_settings(url, None, tmp_path)[1].location == location
 
 
-@pytest.mark.parametrize("url", [
-    "flagos-releases/prefix", "http://flagos-releases/prefix", "s3://", "s3:///prefix",
-    "s3://Flagos_Releases/prefix", "s3://flagos-releases/prefix?versionId=1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "flagos-releases/prefix",
+        "http://flagos-releases/prefix",
+        "s3://",
+        "s3:///prefix",
+        "s3://Flagos_Releases/prefix",
+        "s3://flagos-releases/prefix?versionId=1",
+    ],
+)
 def test_malformed_s3_url_names_the_setting(tmp_path, url):
     with pytest.raises(ConfigError, match="not an s3://BUCKET/PREFIX URL") as raised:
         store_from_settings(url, None, tmp_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flagrelease import docker_engine
-from flagrelease.registry import RegistryClient
+from flagrelease.adapters import docker_engine
+from flagrelease.adapters.registry import RegistryClient
 from tests.conftest import ROOT, free_port, parse_json_stdout, run_cli
 
 
@@ -66,8 +66,18 @@ def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tm
     name = released["repository"].split("/", 1)[1]
     with RegistryClient(registry.address) as api:
         tags_before = api.tags(name)
-    proc = run_cli("build", "--model", "tiny-llama", "--chip", "cpu", "--registry", registry.address,
-                   "--smoke-timeout", "0.01", home=tmp_path)
+    proc = run_cli(
+        "build",
+        "--model",
+        "tiny-llama",
+        "--chip",
+        "cpu",
+        "--registry",
+        registry.address,
+        "--smoke-timeout",
+        "0.01",
+        home=tmp_path,
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "smoke test failed: the serve stack did not become ready before the deadline" in proc.stderr
     with RegistryClient(registry.address) as api:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flagrelease import base_image
 from flagrelease.errors import ServiceError
 from flagrelease.schema import Bootstrap
+from flagrelease.steps import base_image
 from tests.conftest import free_port
 
 

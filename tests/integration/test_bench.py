@@ -9,10 +9,11 @@ import uuid
 import pytest
 import yaml
 
-from flagrelease import accuracy, loadgen
+from flagrelease.cell_facts import served_name
 from flagrelease.matrix import load_matrix, select
-from flagrelease.render import served_name
-from flagrelease.smoke import run_options, serving
+from flagrelease.record import ReleaseRecord
+from flagrelease.steps import accuracy, loadgen
+from flagrelease.steps.smoke import run_options, serving
 from tests.conftest import ROOT, run_cli
 
 
@@ -25,8 +26,16 @@ def cell():
 def served(released, cell, docker_client, fr_home):
     """The released image serving on 127.0.0.1, for the duration of this module."""
     options = run_options(cell, fr_home / "weights" / "tiny-llama")
-    with serving(docker_client, released["image_id"], cell, options, owner=uuid.uuid4().hex, timeout_s=120,
-                 on_line=lambda _: None, purpose="bench-test") as (base_url, _container, _ready):
+    with serving(
+        docker_client,
+        released["image_id"],
+        cell,
+        options,
+        owner=uuid.uuid4().hex,
+        timeout_s=120,
+        on_line=lambda _: None,
+        purpose="bench-test",
+    ) as (base_url, _container, _ready):
         yield base_url
 
 
@@ -46,8 +55,11 @@ def test_perf_sweep_against_the_real_engine(served, cell):
             assert trace.latency_s * 1000 >= server_ms
     # Client TPOT against the server's own per-token time: within a factor of two at the median
     # (tokens arrive in bursts on a busy 2-core host, so single requests vary more).
-    ratios = [((t.latency_s - t.ttft_s) / (t.output_len - 1) * 1000) / (t.timings["predicted_ms"] / t.timings["predicted_n"])
-              for level in results for t in level.traces]
+    ratios = [
+        ((t.latency_s - t.ttft_s) / (t.output_len - 1) * 1000) / (t.timings["predicted_ms"] / t.timings["predicted_n"])
+        for level in results
+        for t in level.traces
+    ]
     assert 0.5 <= statistics.median(ratios) <= 2.0
 
 
@@ -71,10 +83,15 @@ def test_evaluator_scores_real_constrained_answers(served, cell):
 
 def test_evaluator_exact_match_kind(served, cell, tmp_path):
     path = tmp_path / "em.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Repeat the number {i}.", "answer": str(i)}) + "\n"
-                            for i in range(5)))
-    result = accuracy.run(served, served_name(cell), accuracy.load_dataset(path, "em", "exact_match"),
-                          engine="llama_cpp", max_tokens=4)
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"Repeat the number {i}.", "answer": str(i)}) + "\n"
+            for i in range(5)
+        )
+    )
+    result = accuracy.run(
+        served, served_name(cell), accuracy.load_dataset(path, "em", "exact_match"), engine="llama_cpp", max_tokens=4
+    )
     assert result.n == 5 and len(result.results) == 5  # a random model gets ~0 right: the count is what matters
 
 
@@ -85,14 +102,23 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
     assert record["publish"]["digest"] == released["digest"]
     for side in ("native", "flaggems"):
         levels = record["bench"][side]["perf"]
-        assert {(lvl["max_concurrency"], lvl["input_len"], lvl["output_len"]) for lvl in levels} == {(1, 128, 128), (4, 128, 128)}
-        repeats = json.loads((run_dir / record["bench"][side]["perf_repeats"]).read_text())
+        assert {(lvl["max_concurrency"], lvl["input_len"], lvl["output_len"]) for lvl in levels} == {
+            (1, 128, 128),
+            (4, 128, 128),
+        }
+        repeats = json.loads((run_dir / record["files"][f"perf-{side}"]).read_text())
         assert len(repeats) == 3 and all(len(run[0]["traces"]) == 24 for run in repeats)
-        lines = (run_dir / f"accuracy-{side}-arith-mc.jsonl").read_text().splitlines()
+        lines = (run_dir / record["files"][f"accuracy-{side}-arith-mc"]).read_text().splitlines()
         assert len(lines) == 40
-        assert sum(json.loads(line)["correct"] for line in lines) == record["bench"][side]["accuracy"]["arith-mc"]["correct"]
+        assert (
+            sum(json.loads(line)["correct"] for line in lines)
+            == record["bench"][side]["accuracy"]["arith-mc"]["correct"]
+        )
     assert record["flaggems_installed"] is False
-    assert (run_dir / "perf.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / record["files"]["plot"]).read_bytes()[:4] == b"\x89PNG"
+    # The typed record reads the same file back; the raw results stay out of release.json.
+    typed = ReleaseRecord.load(run_dir)
+    assert typed.status == "released" and typed.bench["native"].perf_repeats == []
 
 
 def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_client):
@@ -104,12 +130,23 @@ def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_clie
     (tmp_path / "datasets").symlink_to(ROOT / "datasets")
     (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
     name = released["repository"].split("/", 1)[1]
-    from flagrelease.registry import RegistryClient
+    from flagrelease.adapters.registry import RegistryClient
 
     with RegistryClient(registry.address) as api:
         before = api.tags(name)
-    proc = run_cli("build", "--model", "tiny-llama", "--chip", "cpu", "--matrix", str(tmp_path / "matrix.yaml"),
-                   "--registry", registry.address, "--json", home=tmp_path / "home")
+    proc = run_cli(
+        "build",
+        "--model",
+        "tiny-llama",
+        "--chip",
+        "cpu",
+        "--matrix",
+        str(tmp_path / "matrix.yaml"),
+        "--registry",
+        registry.address,
+        "--json",
+        home=tmp_path / "home",
+    )
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert "release gate FAIL" in proc.stderr and "nothing was pushed" in proc.stderr
     [summary] = json.loads(proc.stdout)
@@ -119,17 +156,47 @@ def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_clie
 
 
 def test_bench_commands_against_the_served_model(served, cell, tmp_path, fr_home):
-    perf = run_cli("bench", "perf", "--url", served, "-m", served_name(cell), "--concurrency", "1,2",
-                   "--shape", "32x8", "--num-prompts", "3", "--out", str(tmp_path / "p.json"),
-                   "--plot", str(tmp_path / "p.png"), "--json", home=fr_home)
+    perf = run_cli(
+        "bench",
+        "perf",
+        "--url",
+        served,
+        "-m",
+        served_name(cell),
+        "--concurrency",
+        "1,2",
+        "--shape",
+        "32x8",
+        "--num-prompts",
+        "3",
+        "--out",
+        str(tmp_path / "p.json"),
+        "--plot",
+        str(tmp_path / "p.png"),
+        "--json",
+        home=fr_home,
+    )
     assert perf.returncode == 0, perf.stderr
     levels = json.loads(perf.stdout)
     assert [lvl["max_concurrency"] for lvl in levels] == [1, 2] and all(lvl["output_throughput"] > 0 for lvl in levels)
     assert len(json.loads((tmp_path / "p.json").read_text())[0]["traces"]) == 3
 
-    acc = run_cli("bench", "accuracy", "--url", served, "-m", served_name(cell), "--dataset",
-                  str(ROOT / "datasets/tiny-arith-mc.jsonl"), "--engine", "llama_cpp", "--out",
-                  str(tmp_path / "a.jsonl"), "--json", home=fr_home)
+    acc = run_cli(
+        "bench",
+        "accuracy",
+        "--url",
+        served,
+        "-m",
+        served_name(cell),
+        "--dataset",
+        str(ROOT / "datasets/tiny-arith-mc.jsonl"),
+        "--engine",
+        "llama_cpp",
+        "--out",
+        str(tmp_path / "a.jsonl"),
+        "--json",
+        home=fr_home,
+    )
     assert acc.returncode == 0, acc.stderr
     assert json.loads(acc.stdout)["n"] == 40 and len((tmp_path / "a.jsonl").read_text().splitlines()) == 40
 

@@ -11,9 +11,9 @@ import uuid
 import jinja2
 from pydantic import SecretStr
 
-from flagrelease import docker_engine
-from flagrelease.build import _secret_files
+from flagrelease.adapters import docker_engine
 from flagrelease.settings import load_settings
+from flagrelease.steps.build import _secret_files
 from tests.conftest import ROOT
 
 SECRET_URL = "https://flagrelease-user:s3cret-token-{nonce}@pypi.org/simple"
@@ -32,11 +32,18 @@ def test_pip_secrets_are_used_and_not_stored(released, docker_client, tmp_path):
         f"{macros.pip_secrets()} \\\n"
         f" && /opt/flagscale/bin/python -m pip download -q --no-deps -d /tmp/dl six==1.16.0 \\\n"
         f" && printf %s \"$PIP_INDEX_URL\" | sha256sum | cut -d' ' -f1 > /index-url.sha256 \\\n"
-        f" && echo {nonce} > /nonce\n")
+        f" && echo {nonce} > /nonce\n"
+    )
     build = load_settings().build.model_copy(update={"pip_index_url": SecretStr(secret)})
-    image = docker_engine.build(build.docker_cli, context, tags=[f"flagrelease-test/secrets:{nonce[:8]}"], labels={},
-                                secrets=_secret_files(build, secrets_dir),
-                                platform="linux/amd64", on_line=lambda _: None)
+    image = docker_engine.build(
+        build.docker_cli,
+        context,
+        tags=[f"flagrelease-test/secrets:{nonce[:8]}"],
+        labels={},
+        secrets=_secret_files(build, secrets_dir),
+        platform="linux/amd64",
+        on_line=lambda _: None,
+    )
     try:
         seen = docker_client.containers.run(image, ["cat", "/index-url.sha256"], entrypoint=[], remove=True)
         assert seen.decode().strip() == hashlib.sha256(secret.encode()).hexdigest()  # pip got the secret index

@@ -16,11 +16,11 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from flagrelease import publish
-from flagrelease.errors import ConfigError, ServiceError
-from flagrelease.local_registry import LocalRegistry
-from flagrelease.registry import RegistryClient
-from flagrelease.registry_auth import RegistryCredentials, resolve_credentials
+from flagrelease.adapters.local_registry import LocalRegistry
+from flagrelease.adapters.registry import RegistryClient
+from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_credentials
+from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
+from flagrelease.steps import publish
 from tests.conftest import free_port
 
 USER = "flagos"
@@ -47,8 +47,7 @@ def auth_registry(tmp_path_factory, htpasswd):
 @pytest.fixture(scope="module")
 def readonly_registry(tmp_path_factory, htpasswd):
     """Answers the /v2/ ping (and HEADs) but refuses every upload: the failure shows only in the push stream."""
-    reg = LocalRegistry(tmp_path_factory.mktemp("ro-registry"), free_port(), htpasswd=htpasswd,
-                        readonly=True).start()
+    reg = LocalRegistry(tmp_path_factory.mktemp("ro-registry"), free_port(), htpasswd=htpasswd, readonly=True).start()
     yield reg
     reg.stop()
 
@@ -125,44 +124,72 @@ def local_tags(client, repository: str) -> list[str]:
 # --- tag policy ------------------------------------------------------------------------------------------
 
 
-def test_publish_with_auth_sets_release_tag_then_aliases(docker_client, released, auth_registry, admin, login,
-                                                         repository):
+def test_publish_with_auth_sets_release_tag_then_aliases(
+    docker_client, released, auth_registry, admin, login, repository
+):
     login(PASSWORD)
     lines: list[str] = []
-    result = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
-                                  aliases=["latest", "0.8.0-0.8.0"], on_line=lines.append)
+    result = publish.push_release(
+        docker_client,
+        released["image_id"],
+        auth_registry.address,
+        repository,
+        TAG,
+        aliases=["latest", "0.8.0-0.8.0"],
+        on_line=lines.append,
+    )
     assert result.tags == [TAG, "latest", "0.8.0-0.8.0"]
     assert result.digest.startswith("sha256:")
     for tag in result.tags:
         assert admin.manifest_digest(repository, tag) == result.digest
     # The release tag is verified before any alias is set.
-    pushed, tagged = lines.index(f"pushing {auth_registry.address}/{repository}:{TAG}"), lines.index(
-        f"tagging {auth_registry.address}/{repository}:latest -> {result.digest}")
+    pushed, tagged = (
+        lines.index(f"pushing {auth_registry.address}/{repository}:{TAG}"),
+        lines.index(f"tagging {auth_registry.address}/{repository}:latest -> {result.digest}"),
+    )
     assert pushed < tagged
     assert_no_secret(result, "\n".join(lines))
 
 
-def test_the_flow_call_without_aliases_still_works(docker_client, released, auth_registry, admin, login,
-                                                   repository):
+def test_the_flow_call_without_aliases_still_works(docker_client, released, auth_registry, admin, login, repository):
     login(PASSWORD)
-    result = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
-                                  on_line=lambda line: None)
+    result = publish.push_release(
+        docker_client, released["image_id"], auth_registry.address, repository, TAG, on_line=lambda line: None
+    )
     assert result.tags == [TAG]
     assert admin.tags(repository) == [TAG]
 
 
-@pytest.mark.parametrize(("password", "problem", "fix"), [
-    (f"not-{PASSWORD}", "refused the credentials from FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD",
-     "correct FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD"),
-    (None, "requires credentials and none were found (anonymous)",
-     "set FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD"),
-], ids=["wrong-password", "no-credentials"])
-def test_bad_credentials_are_refused_before_anything_is_pushed(docker_client, released, auth_registry, admin,
-                                                               login, repository, password, problem, fix):
+@pytest.mark.parametrize(
+    ("password", "problem", "fix"),
+    [
+        (
+            f"not-{PASSWORD}",
+            "refused the credentials from FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD",
+            "correct FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD",
+        ),
+        (
+            None,
+            "requires credentials and none were found (anonymous)",
+            "set FLAGRELEASE_REGISTRY_USERNAME/FLAGRELEASE_REGISTRY_PASSWORD",
+        ),
+    ],
+    ids=["wrong-password", "no-credentials"],
+)
+def test_bad_credentials_are_refused_before_anything_is_pushed(
+    docker_client, released, auth_registry, admin, login, repository, password, problem, fix
+):
     login(password)
     with pytest.raises(ServiceError) as caught:
-        publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
-                             aliases=["latest"], on_line=lambda line: None)
+        publish.push_release(
+            docker_client,
+            released["image_id"],
+            auth_registry.address,
+            repository,
+            TAG,
+            aliases=["latest"],
+            on_line=lambda line: None,
+        )
     err = caught.value
     assert f"registry {auth_registry.address} {problem}" in err.problem
     assert err.where == auth_registry.address
@@ -172,65 +199,101 @@ def test_bad_credentials_are_refused_before_anything_is_pushed(docker_client, re
     assert local_tags(docker_client, repository) == []
 
 
-def test_docker_config_credentials_are_used(docker_client, released, auth_registry, admin, login, repository,
-                                            tmp_path, monkeypatch):
+def test_docker_config_credentials_are_used(
+    docker_client, released, auth_registry, admin, login, repository, tmp_path, monkeypatch
+):
     login(None)
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     (tmp_path / "docker-config").mkdir()
     (tmp_path / "docker-config/config.json").write_text(
-        json.dumps({"auths": {f"http://{auth_registry.address}/v2/": {"auth": auth}}}))
-    result = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
-                                  on_line=lambda line: None)
+        json.dumps({"auths": {f"http://{auth_registry.address}/v2/": {"auth": auth}}})
+    )
+    result = publish.push_release(
+        docker_client, released["image_id"], auth_registry.address, repository, TAG, on_line=lambda line: None
+    )
     assert admin.manifest_digest(repository, TAG) == result.digest
 
 
-def test_an_existing_release_tag_is_never_overwritten(docker_client, released, rebuilt, auth_registry, admin,
-                                                      login, repository):
+def test_an_existing_release_tag_is_never_overwritten(
+    docker_client, released, rebuilt, auth_registry, admin, login, repository
+):
     login(PASSWORD)
-    first = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
-                                 on_line=lambda line: None)
+    first = publish.push_release(
+        docker_client, released["image_id"], auth_registry.address, repository, TAG, on_line=lambda line: None
+    )
     with pytest.raises(ServiceError, match="already exists; release tags are immutable") as caught:
-        publish.push_release(docker_client, rebuilt, auth_registry.address, repository, TAG,
-                             aliases=["latest"], on_line=lambda line: None)
+        publish.push_release(
+            docker_client,
+            rebuilt,
+            auth_registry.address,
+            repository,
+            TAG,
+            aliases=["latest"],
+            on_line=lambda line: None,
+        )
     assert_no_secret(caught.value)
     assert admin.manifest_digest(repository, TAG) == first.digest
     assert admin.tags(repository) == [TAG]
 
 
-def test_aliases_move_to_the_next_release(docker_client, released, rebuilt, auth_registry, admin, login,
-                                          repository):
+def test_aliases_move_to_the_next_release(docker_client, released, rebuilt, auth_registry, admin, login, repository):
     login(PASSWORD)
     aliases = ["latest", "0.8.0-0.8.0"]
-    first = publish.push_release(docker_client, released["image_id"], auth_registry.address, repository, TAG,
-                                 aliases=aliases, on_line=lambda line: None)
-    second = publish.push_release(docker_client, rebuilt, auth_registry.address, repository, NEXT_TAG,
-                                  aliases=aliases, on_line=lambda line: None)
+    first = publish.push_release(
+        docker_client,
+        released["image_id"],
+        auth_registry.address,
+        repository,
+        TAG,
+        aliases=aliases,
+        on_line=lambda line: None,
+    )
+    second = publish.push_release(
+        docker_client, rebuilt, auth_registry.address, repository, NEXT_TAG, aliases=aliases, on_line=lambda line: None
+    )
     assert second.digest != first.digest
     assert [admin.manifest_digest(repository, alias) for alias in aliases] == [second.digest] * 2
     assert admin.manifest_digest(repository, TAG) == first.digest  # the older release is untouched
 
 
-@pytest.mark.parametrize(("tag", "aliases"), [
-    ("-bad", []), (TAG, ["not a tag"]), (TAG, [NEXT_TAG]), (TAG, [TAG]), (TAG, [f"staging-{TAG}"]),
-])
+@pytest.mark.parametrize(
+    ("tag", "aliases"),
+    [
+        ("-bad", []),
+        (TAG, ["not a tag"]),
+        (TAG, [NEXT_TAG]),
+        (TAG, [TAG]),
+        (TAG, [f"staging-{TAG}"]),
+    ],
+)
 def test_every_tag_is_validated_before_contacting_the_registry(tag, aliases):
     dead = f"127.0.0.1:{free_port()}"
     with pytest.raises(ConfigError):
         publish.push_release(None, "sha256:unused", dead, REPO_PREFIX + "x", tag, aliases=aliases)
 
 
-def test_a_push_failure_inside_the_stream_fails_the_release(docker_client, released, readonly_registry, login,
-                                                            repository):
+def test_a_push_failure_inside_the_stream_fails_the_release(
+    docker_client, released, readonly_registry, login, repository
+):
     login(PASSWORD)
     remote = f"{readonly_registry.address}/{repository}"
     with pytest.raises(ServiceError) as caught:
-        publish.push_release(docker_client, released["image_id"], readonly_registry.address, repository, TAG,
-                             aliases=["latest"], on_line=lambda line: None)
+        publish.push_release(
+            docker_client,
+            released["image_id"],
+            readonly_registry.address,
+            repository,
+            TAG,
+            aliases=["latest"],
+            on_line=lambda line: None,
+        )
     err = caught.value
     # The /v2/ ping passed; dockerd relays the registry's refusal of the upload inside the stream.
     assert err.problem.startswith(f"push of {remote}:{TAG} failed: ")
     assert "405" in err.problem and "Method not allowed" in err.problem
     assert err.where == remote
+    # A refusal, not an outage: the registry answered, so the push is not worth retrying.
+    assert not isinstance(err, ServiceUnavailable)
     assert_no_secret(err)
     creds = RegistryCredentials(username=USER, password=SecretStr(PASSWORD))
     with RegistryClient(readonly_registry.address, creds) as api:
@@ -240,13 +303,36 @@ def test_a_push_failure_inside_the_stream_fails_the_release(docker_client, relea
 # --- sets: all or nothing -------------------------------------------------------------------------------
 
 
+def test_a_registry_gone_during_the_push_is_transient(docker_client, released, tmp_path_factory, repository):
+    """dockerd reports a vanished registry inside the stream, like a refusal; asking the registry
+    tells them apart, so the flow's retry (which decides on the type) retries this one."""
+    reg = LocalRegistry(tmp_path_factory.mktemp("vanishing"), free_port()).start()
+    lines = []
+
+    def stop_on_first_layer(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 1:
+            reg.stop()
+
+    try:
+        with pytest.raises(ServiceUnavailable, match="cannot be reached"):
+            publish.push_release(
+                docker_client, released["image_id"], reg.address, repository, TAG, on_line=stop_on_first_layer
+            )
+    finally:
+        reg.stop()
+
+
 def _arch_set(released, repository: str) -> list[publish.PublishItem]:
-    return [publish.PublishItem(image_id=released["image_id"], repository=f"{repository}-{arch}", tag=TAG,
-                                aliases=["latest"]) for arch in ("amd64", "arm64")]
+    return [
+        publish.PublishItem(
+            image_id=released["image_id"], repository=f"{repository}-{arch}", tag=TAG, aliases=["latest"]
+        )
+        for arch in ("amd64", "arm64")
+    ]
 
 
-def test_a_set_is_released_when_every_item_landed(docker_client, released, auth_registry, admin, login,
-                                                  repository):
+def test_a_set_is_released_when_every_item_landed(docker_client, released, auth_registry, admin, login, repository):
     login(PASSWORD)
     items = _arch_set(released, repository)
     results = publish.publish_set(docker_client, items, auth_registry.address, on_line=lambda line: None)
@@ -255,14 +341,14 @@ def test_a_set_is_released_when_every_item_landed(docker_client, released, auth_
         assert result.tags == [TAG, "latest"]
         # The staging tag stays: distribution v2 deletes manifests by digest only, which would take the release.
         assert sorted(admin.tags(result.repository)) == sorted([TAG, "latest", f"staging-{TAG}"])
-        assert {admin.manifest_digest(result.repository, t) for t in admin.tags(result.repository)} == {
-            result.digest}
+        assert {admin.manifest_digest(result.repository, t) for t in admin.tags(result.repository)} == {result.digest}
         assert local_tags(docker_client, result.repository) == []  # staging tags are local only for the push
     assert_no_secret(*results)
 
 
-def test_a_failed_item_leaves_no_release_tag_in_the_set(docker_client, released, auth_registry, admin, login,
-                                                        repository):
+def test_a_failed_item_leaves_no_release_tag_in_the_set(
+    docker_client, released, auth_registry, admin, login, repository
+):
     login(PASSWORD)
     good, bad = _arch_set(released, repository)
     break_manifest_storage(auth_registry, bad.repository)
@@ -279,25 +365,29 @@ def test_a_failed_item_leaves_no_release_tag_in_the_set(docker_client, released,
     assert_no_secret(err, "\n".join(lines))
 
 
-def test_a_set_with_one_existing_release_pushes_nothing(docker_client, released, auth_registry, admin, login,
-                                                        repository):
+def test_a_set_with_one_existing_release_pushes_nothing(
+    docker_client, released, auth_registry, admin, login, repository
+):
     login(PASSWORD)
     first, second = _arch_set(released, repository)
-    publish.push_release(docker_client, released["image_id"], auth_registry.address, second.repository, TAG,
-                         on_line=lambda line: None)
+    publish.push_release(
+        docker_client, released["image_id"], auth_registry.address, second.repository, TAG, on_line=lambda line: None
+    )
     with pytest.raises(ServiceError, match="already exists"):
         publish.publish_set(docker_client, [first, second], auth_registry.address, on_line=lambda line: None)
     assert admin.tags(first.repository) == []
     assert admin.tags(second.repository) == [TAG]
 
 
-def test_rollback_spares_a_manifest_another_tag_still_needs(docker_client, released, auth_registry, admin, login,
-                                                            repository):
+def test_rollback_spares_a_manifest_another_tag_still_needs(
+    docker_client, released, auth_registry, admin, login, repository
+):
     """The same image already released in the good repository: deleting the staged digest would take it too."""
     login(PASSWORD)
     good, bad = _arch_set(released, repository)
-    earlier = publish.push_release(docker_client, released["image_id"], auth_registry.address, good.repository,
-                                   NEXT_TAG, on_line=lambda line: None)
+    earlier = publish.push_release(
+        docker_client, released["image_id"], auth_registry.address, good.repository, NEXT_TAG, on_line=lambda line: None
+    )
     break_manifest_storage(auth_registry, bad.repository)
     with pytest.raises(ServiceError, match=r"these tags could not be removed: .*is also tagged 2601010001") as caught:
         publish.publish_set(docker_client, [good, bad], auth_registry.address, on_line=lambda line: None)
@@ -326,8 +416,9 @@ def test_credentials_come_from_the_environment_first(tmp_path):
 
 def test_credentials_from_the_docker_config_match_the_host(tmp_path):
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    env = _docker_config(tmp_path, {"auths": {"https://127.0.0.1:5000/v1/": {"auth": auth},
-                                              "127.0.0.1:6000": {"auth": "garbage"}}})
+    env = _docker_config(
+        tmp_path, {"auths": {"https://127.0.0.1:5000/v1/": {"auth": auth}, "127.0.0.1:6000": {"auth": "garbage"}}}
+    )
     creds = resolve_credentials("127.0.0.1:5000", env)
     assert creds.auth_config() == {"username": USER, "password": PASSWORD}
     assert str(tmp_path / "config.json") in creds.source
@@ -342,10 +433,13 @@ def test_credential_helpers_are_named_not_run(tmp_path):
     assert "docker-credential-pass, which flagrelease does not run" in creds.source
 
 
-@pytest.mark.parametrize("env", [
-    {"FLAGRELEASE_REGISTRY_USERNAME": USER},
-    {"FLAGRELEASE_REGISTRY_PASSWORD": PASSWORD},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FLAGRELEASE_REGISTRY_USERNAME": USER},
+        {"FLAGRELEASE_REGISTRY_PASSWORD": PASSWORD},
+    ],
+)
 def test_half_set_credentials_are_a_config_error(env):
     with pytest.raises(ConfigError, match="only one of") as caught:
         resolve_credentials("127.0.0.1:5000", env)

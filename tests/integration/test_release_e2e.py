@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from flagrelease import docker_engine
-from flagrelease.registry import RegistryClient
+from flagrelease.adapters import docker_engine
+from flagrelease.adapters.registry import RegistryClient
 
 
 def test_release_pushes_an_image_that_pulls_back_by_digest(released, registry, docker_client):
@@ -52,8 +52,9 @@ def test_smoke_result_and_timings_are_reported(released):
 def test_skopeo_sees_the_same_manifest(released):
     """An independent OCI client (skopeo) agrees on the published digest."""
     ref = f"docker://{released['repository']}:{released['tags'][0]}"
-    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, text=True, timeout=60, check=True
+    )
     assert json.loads(out.stdout)["Digest"] == released["digest"]
 
 

@@ -6,9 +6,9 @@ import json
 
 import yaml
 
+from flagrelease.adapters.registry import RegistryClient
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import set_key
-from flagrelease.registry import RegistryClient
 from tests.conftest import ROOT, run_cli
 
 
@@ -36,8 +36,17 @@ def test_half_a_set_is_not_published(released, registry, tmp_path, docker_client
     name = released["repository"].split("/", 1)[1]
     with RegistryClient(registry.address) as api:
         before = api.tags(name)
-    proc = run_cli("release", "--model", "tiny-llama", "--matrix", str(matrix),  # both chips
-                   "--registry", registry.address, "--json", home=tmp_path / "home")
+    proc = run_cli(
+        "release",
+        "--model",
+        "tiny-llama",
+        "--matrix",
+        str(matrix),  # both chips
+        "--registry",
+        registry.address,
+        "--json",
+        home=tmp_path / "home",
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "the set is not published: tiny-llama--cpu-arm64" in proc.stderr
     summary = {s["cell"]: s for s in json.loads(proc.stdout)}
@@ -64,9 +73,17 @@ def test_a_complete_set_is_published_with_records_and_cards(released, registry, 
     (run_dir / "release.json").write_text(json.dumps(record))
     (run_dir / "card.md").unlink()
     tag = "9912312359"  # a release tag no other test uses
-    member = SetMember(run_dir=run_dir, model="tiny-llama", chip="cpu", image_id=released["image_id"],
-                       repository=released["image"].rsplit(":", 1)[0], tag=tag, aliases=["set-test"],
-                       registry=registry.address, status="built")
+    member = SetMember(
+        run_dir=run_dir,
+        model="tiny-llama",
+        chip="cpu",
+        image_id=released["image_id"],
+        repository=released["image"].rsplit(":", 1)[0],
+        tag=tag,
+        aliases=["set-test"],
+        registry=registry.address,
+        status="built",
+    )
     with prefect_test_harness():
         [(result, reports)] = release_set([member])
     assert result.tags == [tag, "set-test"]

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from flagrelease import docker_engine
+from flagrelease.adapters import docker_engine
+from flagrelease.adapters.modelscope_hub import publish_card
+from flagrelease.adapters.registry import RegistryClient
 from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.matrix import load_matrix, select
-from flagrelease.modelscope_hub import publish_card
-from flagrelease.registry import RegistryClient
-from flagrelease.report import publish_reports
 from flagrelease.settings import Settings
-from flagrelease.weights import ensure_weights
+from flagrelease.steps.report import publish_reports
+from flagrelease.steps.weights import ensure_weights
 from tests.conftest import ROOT, free_port, run_cli
 from tests.integration.conftest import S3_BUCKET
 
@@ -46,8 +46,14 @@ def test_card_is_written_with_measured_numbers_and_the_digest(released, fr_home)
 def test_reports_are_in_s3(released, s3):
     keys = [o["Key"] for o in s3["client"].list_objects_v2(Bucket=S3_BUCKET, Prefix="releases/")["Contents"]]
     run = f"releases/tiny-llama--cpu/{released['run_id']}/"
-    for name in ("release.json", "card.md", "perf.png", "smoke.log", "perf-native.json",
-                 "accuracy-flaggems-arith-mc.jsonl"):
+    for name in (
+        "release.json",
+        "card.md",
+        "perf.png",
+        "smoke.log",
+        "perf-native.json",
+        "accuracy-flaggems-arith-mc.jsonl",
+    ):
         assert run + name in keys
     stored = json.loads(s3["client"].get_object(Bucket=S3_BUCKET, Key=run + "release.json")["Body"].read())
     assert stored["publish"]["digest"] == released["digest"]
@@ -58,8 +64,11 @@ def test_releases_list_and_show(released, fr_home):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert released["run_id"] in [r["run_id"] for r in rows]
-    for ref in (released["run_id"], f"{released['repository']}@{released['digest']}",
-                f"{released['repository']}:latest"):
+    for ref in (
+        released["run_id"],
+        f"{released['repository']}@{released['digest']}",
+        f"{released['repository']}:latest",
+    ):
         shown = run_cli("releases", "show", ref, home=fr_home)
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["run_id"] == released["run_id"]

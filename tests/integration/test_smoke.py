@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from flagrelease import docker_engine
+from flagrelease.adapters import docker_engine
 from flagrelease.matrix import load_matrix, select
-from flagrelease.smoke import run_options, smoke_test
+from flagrelease.steps.smoke import run_options, smoke_test
 from tests.conftest import ROOT
 
 
@@ -28,8 +28,9 @@ def cell():
 def hanging_image(released, docker_client):
     """The released image with its serve stack replaced by a process that never serves."""
     dockerfile = f'FROM {released["image"]}\nENTRYPOINT ["sleep", "infinity"]\n'
-    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="flagrelease-test/hang:1",
-                                          rm=True)
+    image, _ = docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag="flagrelease-test/hang:1", rm=True
+    )
     yield image.id
     docker_client.images.remove(image.id, force=True)
 
@@ -51,8 +52,15 @@ def test_engine_that_dies_fails_fast_with_its_log(released, cell, docker_client,
     """Weights that are not a model: the engine exits; the result carries the engine's own log."""
     (tmp_path / "tiny-llama.gguf").write_bytes(b"not a gguf file")
     owner = uuid.uuid4().hex
-    result = smoke_test(docker_client, released["image_id"], cell, run_options(cell, tmp_path), owner=owner,
-                        timeout_s=60.0, on_line=lambda _: None)
+    result = smoke_test(
+        docker_client,
+        released["image_id"],
+        cell,
+        run_options(cell, tmp_path),
+        owner=owner,
+        timeout_s=60.0,
+        on_line=lambda _: None,
+    )
     assert not result.passed
     assert result.error.startswith("the serve stack exited")
     assert "llama" in result.log.lower() and "gguf" in result.log.lower()
@@ -65,9 +73,9 @@ CTRL_C_SCRIPT = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
-from flagrelease import docker_engine
+from flagrelease.adapters import docker_engine
 from flagrelease.matrix import load_matrix, select
-from flagrelease.smoke import run_options, smoke_test
+from flagrelease.steps.smoke import run_options, smoke_test
 cell = select(load_matrix(Path(sys.argv[1])), chip="cpu", model="tiny-llama")[0]
 smoke_test(docker_engine.connect(), sys.argv[2], cell, run_options(cell, Path(sys.argv[3])), owner=sys.argv[4],
            timeout_s=300.0, on_line=lambda _: None)
@@ -76,8 +84,18 @@ smoke_test(docker_engine.connect(), sys.argv[2], cell, run_options(cell, Path(sy
 
 def test_ctrl_c_during_smoke_removes_container(hanging_image, docker_client, fr_home):
     owner = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(ROOT / "matrix.yaml"), hanging_image,
-                             str(fr_home / "weights" / "tiny-llama"), owner], cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CTRL_C_SCRIPT,
+            str(ROOT / "matrix.yaml"),
+            hanging_image,
+            str(fr_home / "weights" / "tiny-llama"),
+            owner,
+        ],
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _owned(docker_client, owner) and time.monotonic() < deadline:
@@ -95,8 +113,15 @@ def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docke
     options = run_options(cell, fr_home / "weights" / "tiny-llama")
     owner = uuid.uuid4().hex
     with docker_engine.running_container(
-        docker_client, released["image_id"], name=f"flagrelease-stoptest-{owner[:8]}", env=options.env,
-        container_port=options.port, volumes=options.volumes, devices=[], shm_size=None, owner=owner,
+        docker_client,
+        released["image_id"],
+        name=f"flagrelease-stoptest-{owner[:8]}",
+        env=options.env,
+        container_port=options.port,
+        volumes=options.volumes,
+        devices=[],
+        shm_size=None,
+        owner=owner,
     ) as container:
         deadline = time.monotonic() + 60
         while "listening on" not in docker_engine.container_log(container) and time.monotonic() < deadline:
@@ -108,18 +133,18 @@ def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docke
         assert "stopping the engine" in docker_engine.container_log(container)
 
 
-def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging_image, cell, docker_client,
-                                                               tmp_path):
+def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging_image, cell, docker_client, tmp_path):
     """The derived image carries our labels (context hash included) but is not our build."""
-    from flagrelease import base_image, build, render
     from flagrelease.settings import Settings
+    from flagrelease.steps import base_image, build, render
 
     matrix = load_matrix(ROOT / "matrix.yaml")
     settings = Settings()
     ctx = render.render_context(cell, matrix, settings.build, tmp_path / "ctx")
     base = base_image.ensure_base(docker_client, cell.chip, cell.chip_id, ctx.base_image, tmp_path, lambda _: None)
     repository = released["image"].rsplit(":", 1)[0]
-    image = build.build_image(docker_client, cell, ctx, base, settings.build, repository=repository,
-                              tag="reuse-test", on_line=lambda _: None)
+    image = build.build_image(
+        docker_client, cell, ctx, base, settings.build, repository=repository, tag="reuse-test", on_line=lambda _: None
+    )
     assert image.reused and image.image_id == released["image_id"] != hanging_image
     docker_client.images.remove(f"{repository}:reuse-test")

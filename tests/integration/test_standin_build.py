@@ -14,11 +14,12 @@ import io
 
 import pytest
 
-from flagrelease import base_image, docker_engine
+from flagrelease.adapters import docker_engine
 from flagrelease.matrix import deep_merge, load_matrix, select
-from flagrelease.render import render_context
 from flagrelease.schema import Bootstrap, Chip
 from flagrelease.settings import load_settings
+from flagrelease.steps import base_image
+from flagrelease.steps.render import render_context
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -42,11 +43,19 @@ def test_ascend_flagos_stage_builds_on_a_standin_base(docker_client, tmp_path):
         dockerfile = f"FROM {raw}\nRUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n"
         docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=ctx.base_image, rm=True)
 
-    image = docker_engine.build(settings.build.docker_cli, ctx.path, tags=["flagrelease-test/ascend-flagos:standin"],
-                                labels={}, secrets={"ca_bundle": settings.build.ca_bundle},
-                                platform=cell.chip.platform, on_line=print, target="flagos")
-    shown = docker_client.containers.run(image, ["python3", "-m", "pip", "show", "flag-scale", "flag-gems"],
-                                         entrypoint=[], remove=True).decode()
+    image = docker_engine.build(
+        settings.build.docker_cli,
+        ctx.path,
+        tags=["flagrelease-test/ascend-flagos:standin"],
+        labels={},
+        secrets={"ca_bundle": settings.build.ca_bundle},
+        platform=cell.chip.platform,
+        on_line=print,
+        target="flagos",
+    )
+    shown = docker_client.containers.run(
+        image, ["python3", "-m", "pip", "show", "flag-scale", "flag-gems"], entrypoint=[], remove=True
+    ).decode()
     assert "Version: 0.8.0" in shown and "Version: 4.2.0" in shown
     env = docker_client.images.get(image).attrs["Config"]["Env"]
     assert "SOC_VERSION=ascend910_9391" in env

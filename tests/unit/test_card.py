@@ -11,10 +11,11 @@ import shutil
 import pytest
 
 from flagrelease.baseline import load_baseline
-from flagrelease.card import render_card, write_card
+from flagrelease.cell_facts import served_name
 from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
-from flagrelease.render import served_name
+from flagrelease.record import ReleaseRecord
+from flagrelease.steps.card import render_card, write_card
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests/data/card"
@@ -28,13 +29,18 @@ CASES = {"ascend": (ASCEND, BASELINE), "cpu": (CPU, None)}
 
 
 def record(cell) -> dict:
+    """release.json as stored, as plain data."""
     return json.loads((DATA / cell.slug / "release.json").read_text())
+
+
+def typed(rec: dict) -> ReleaseRecord:
+    return ReleaseRecord.parse(json.dumps(rec), "release.json")
 
 
 def card(case: str) -> tuple[str, dict]:
     cell, baseline = CASES[case]
     rec = record(cell)
-    return render_card(rec, cell, baseline), rec
+    return render_card(typed(rec), cell, baseline), rec
 
 
 def table(text: str, first_column: str) -> list[dict[str, str]]:
@@ -43,7 +49,7 @@ def table(text: str, first_column: str) -> list[dict[str, str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
     header = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)))
@@ -54,7 +60,7 @@ def docker_run(text: str) -> list[str]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("docker run "))
     end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
-    return shlex.split(" ".join(line.rstrip("\\") for line in lines[start:end + 1]))
+    return shlex.split(" ".join(line.rstrip("\\") for line in lines[start : end + 1]))
 
 
 def options(args: list[str], flag: str) -> list[str]:
@@ -78,8 +84,16 @@ def test_card_has_the_reference_cards_sections():
     # Fences hold shell comments that look like headings.
     prose = [part for i, part in enumerate(text.split("```")) if i % 2 == 0]
     headings = [line for part in prose for line in part.splitlines() if line.startswith("# ")]
-    assert headings == ["# Introduction", "# Technical Overview", "# Evaluation Results", "# User Guide",
-                        "# Service Invocation", "# Frequently Asked Questions", "# Contributing", "# License"]
+    assert headings == [
+        "# Introduction",
+        "# Technical Overview",
+        "# Evaluation Results",
+        "# User Guide",
+        "# Service Invocation",
+        "# Frequently Asked Questions",
+        "# Contributing",
+        "# License",
+    ]
     assert ASCEND.model.license in text
 
 
@@ -90,11 +104,12 @@ def test_evaluation_table_is_the_records_numbers(case):
     rows = table(text, "benchmark")
     verdicts = rec["gate"]["accuracy"]
     assert [r["benchmark"] for r in rows] == [v["benchmark"] for v in verdicts]
-    for row, verdict in zip(rows, verdicts):
+    for row, verdict in zip(rows, verdicts, strict=True):
         name = verdict["benchmark"]
         release = next(v for k, v in row.items() if k.endswith("(this release)"))
-        expected_ref = (baseline.benchmarks[name].score if baseline else
-                        rec["bench"]["native"]["accuracy"][name]["score"])
+        expected_ref = (
+            baseline.benchmarks[name].score if baseline else rec["bench"]["native"]["accuracy"][name]["score"]
+        )
         assert float(row["reference stack"]) == pytest.approx(expected_ref, abs=5e-4)
         assert float(release) == pytest.approx(rec["bench"]["flaggems"]["accuracy"][name]["score"], abs=5e-4)
         diff, se = row["difference ± SE"].split(" ± ")
@@ -115,13 +130,13 @@ def test_perf_table_is_the_records_numbers(case):
     rows = table(text, "concurrency")
     keys = [(int(r["concurrency"]), int(r["input len"]), int(r["output len"])) for r in rows]
     assert keys == [level_key(r) for r in rec["bench"]["flaggems"]["perf"]]
-    for key, row in zip(keys, rows):
+    for key, row in zip(keys, rows, strict=True):
         for metric, places in (("output_throughput", 1), ("mean_ttft_ms", 1), ("mean_tpot_ms", 2)):
             for side, levels in (("native", native), ("flaggems", flaggems)):
-                assert float(row[f"{metric} {side}"]) == pytest.approx(levels[key][metric], abs=0.51 * 10 ** -places)
+                assert float(row[f"{metric} {side}"]) == pytest.approx(levels[key][metric], abs=0.51 * 10**-places)
         assert float(row["flaggems / native"]) == pytest.approx(ratios[key]["level"]["output_throughput"], abs=5e-4)
         assert row["gate"] == ratios[key]["verdict"]
-    assert f"]({rec['plot']})" in text
+    assert f"]({rec['files']['plot']})" in text
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -143,7 +158,8 @@ def test_docker_run_has_the_chip_runtime(case):
     assert options(args, "--device") == runtime.devices
     volumes = options(args, "-v")
     assert volumes == [f"{m.source}:{m.target}:ro" for m in runtime.mounts] + [
-        f"{cell.weights_mount}:{cell.weights_mount}:ro"]
+        f"{cell.weights_mount}:{cell.weights_mount}:ro"
+    ]
     env = dict(e.split("=", 1) for e in options(args, "-e"))
     assert env.items() >= runtime.env.items()
     if runtime.visible_devices_env:
@@ -156,7 +172,7 @@ def test_docker_run_has_the_chip_runtime(case):
 
 def test_gpus_runtime_asks_for_all_gpus():
     chip = ASCEND.chip.model_copy(update={"runtime": ASCEND.chip.runtime.model_copy(update={"gpus": True})})
-    text = render_card(record(ASCEND), ASCEND.model_copy(update={"chip": chip}), BASELINE)
+    text = render_card(typed(record(ASCEND)), ASCEND.model_copy(update={"chip": chip}), BASELINE)
     assert options(docker_run(text), "--gpus") == ["all"]
 
 
@@ -177,15 +193,22 @@ def _drop(rec: dict, path: str) -> None:
     del rec[last]
 
 
-@pytest.mark.parametrize("path", ["publish.digest", "bench.flaggems.perf.3.mean_ttft_ms", "gate.accuracy.1.se",
-                                  "smoke.log"])
-def test_a_record_missing_a_field_is_a_clear_error(path):
-    """StrictUndefined stops the card; the error names the field and the template line reading it."""
+@pytest.mark.parametrize("path", ["publish.digest", "bench.flaggems.perf.3.mean_ttft_ms", "gate.accuracy.1.se"])
+def test_a_record_missing_a_field_is_refused_with_its_key(path):
+    """A record is typed: a field it lacks stops it being read at all, naming the key."""
     rec = record(ASCEND)
     _drop(rec, path)
-    field = path.rsplit(".", 1)[1]
+    with pytest.raises(ConfigError, match=f"malformed: Field required at {path}"):
+        typed(rec)
+
+
+def test_a_record_missing_a_file_the_card_names_is_a_clear_error():
+    """StrictUndefined stops the card; the error names the field and the template line reading it."""
+    rec = record(ASCEND)
+    _drop(rec, "files.plot")
+    field = "plot"
     with pytest.raises(ConfigError) as err:
-        render_card(rec, ASCEND, BASELINE)
+        render_card(typed(rec), ASCEND, BASELINE)
     message = err.value.render()
     assert f"lacks a field the card needs: 'dict object' has no attribute '{field}'" in message
     assert re.search(rf"model_card\.md\.j2:\d+: .*\b{field}\b", message), message
@@ -194,7 +217,7 @@ def test_a_record_missing_a_field_is_a_clear_error(path):
 def test_an_unpublished_run_gets_no_card():
     rec = record(ASCEND) | {"status": "gated", "publish": None}
     with pytest.raises(ConfigError, match="only a released run gets a card"):
-        render_card(rec, ASCEND, BASELINE)
+        render_card(typed(rec), ASCEND, BASELINE)
 
 
 def test_a_baseline_the_gate_did_not_use_is_refused():
@@ -202,13 +225,13 @@ def test_a_baseline_the_gate_did_not_use_is_refused():
     edited = BASELINE.model_copy(deep=True)
     edited.benchmarks["gpqa"].score = 0.43
     with pytest.raises(ConfigError, match="gpqa: the gate of run .* compared against baseline Qwen3-4B-H100-CUDA"):
-        render_card(record(ASCEND), ASCEND, edited)
+        render_card(typed(record(ASCEND)), ASCEND, edited)
 
 
 def test_a_record_of_another_cell_is_refused():
     a2 = select(MATRIX, chip="ascend-a2", model="qwen3-4b")[0]
     with pytest.raises(ConfigError, match="pins differ"):
-        render_card(record(ASCEND), a2, BASELINE)
+        render_card(typed(record(ASCEND)), a2, BASELINE)
 
 
 def test_no_secret_from_the_environment_leaks(monkeypatch):

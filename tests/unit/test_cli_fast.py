@@ -37,8 +37,16 @@ def test_matrix_table_shows_rule_status(tmp_path):
 
 
 def test_base_mirror_is_applied_in_the_plan(tmp_path):
-    proc = run_cli("matrix", "--print", "--chip", "ascend-a3", "--model", "qwen3-4b", home=tmp_path,
-                   extra_env={"FLAGRELEASE_BASE_MIRROR": "quay.io=mirror.example.com/quay"})
+    proc = run_cli(
+        "matrix",
+        "--print",
+        "--chip",
+        "ascend-a3",
+        "--model",
+        "qwen3-4b",
+        home=tmp_path,
+        extra_env={"FLAGRELEASE_BASE_MIRROR": "quay.io=mirror.example.com/quay"},
+    )
     assert json.loads(proc.stdout)[0]["base_image"].startswith("mirror.example.com/quay/ascend/cann:")
 
 

@@ -30,8 +30,16 @@ CASES = [
     ("python-matches-base", "ascend-a2", {"stack": {"python": "3.10.15"}}),
     ("python-matches-base-nodot", "metax-c550", {"stack": {"python": "3.11"}}),
     ("cann-matches-base", "ascend-a3", {"sdk": {"version": "8.1.rc1"}}),
-    ("a3-soc-on-a3-base", "ascend-a3", {"base": {"image": "quay.io/ascend/cann:8.2.rc1.alpha002-910b-ubuntu22.04-py3.11"}}),
-    ("a2-soc-on-910b-base", "ascend-a2", {"base": {"image": "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"}}),
+    (
+        "a3-soc-on-a3-base",
+        "ascend-a3",
+        {"base": {"image": "quay.io/ascend/cann:8.2.rc1.alpha002-910b-ubuntu22.04-py3.11"}},
+    ),
+    (
+        "a2-soc-on-910b-base",
+        "ascend-a2",
+        {"base": {"image": "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"}},
+    ),
     ("flaggems-backend", "cpu", {"stack": {"flaggems": "2.2"}}),
     ("vllm-engine-needs-vllm", "nvidia-h100", {"stack": {"vllm": "none"}}),
     ("visible-devices-env", "nvidia-h100", {"runtime": {"visible_devices_env": "ASCEND_RT_VISIBLE_DEVICES"}}),
@@ -65,8 +73,13 @@ def test_unknown_torch_npu_release_is_reported_not_passed():
     assert "torch-npu-supports-cann" in broken(cell("ascend-a3", stack={"torch": "3.1.0", "torch_npu": "3.1.0"}))
 
 
-@pytest.mark.parametrize("version,parts,expected", [
-    ("2.6.0rc1", 2, ("2", "6")), ("2.7.1.post1", 3, ("2", "7", "1")), ("0.11.0rc1", 2, ("0", "11")),
-])
+@pytest.mark.parametrize(
+    "version,parts,expected",
+    [
+        ("2.6.0rc1", 2, ("2", "6")),
+        ("2.7.1.post1", 3, ("2", "7", "1")),
+        ("0.11.0rc1", 2, ("0", "11")),
+    ],
+)
 def test_release_prefix(version, parts, expected):
     assert release(version, parts) == expected

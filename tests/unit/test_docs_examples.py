@@ -9,14 +9,14 @@ import yaml
 from flagrelease.compat import check_cell
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import repository_name
-from flagrelease.render import render_dockerfile
 from flagrelease.settings import BuildSettings
+from flagrelease.steps.render import render_dockerfile
 from tests.conftest import ROOT
 
 
 def test_docs_examples_add_a_chip_and_a_model(tmp_path):
     docs = (ROOT / "docs/matrix.md").read_text()
-    section = docs[docs.index("## Adding a chip or a model"):]
+    section = docs[docs.index("## Adding a chip or a model") :]
     chip_block, model_block = (yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S))
     data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
     data["chips"] |= chip_block["chips"]

@@ -3,7 +3,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from flagrelease.gate import (
+from flagrelease.perf_metrics import RequestTrace, summarize
+from flagrelease.steps.gate import (
     BenchScore,
     GatePolicy,
     PerfRatio,
@@ -12,7 +13,6 @@ from flagrelease.gate import (
     judge_perf,
     perf_ratios,
 )
-from flagrelease.perf_metrics import RequestTrace, summarize
 
 CLASSIC = GatePolicy(rule="classic")
 STATISTICAL = GatePolicy()
@@ -34,8 +34,7 @@ CARD = {
 #   MMLU      sqrt((0.221439 + 0.2211) / 14042)  = 0.005614  -> [-0.0100, +0.0120]  PASS
 #   MUSR      sqrt((0.2419 + 0.234871) / 756)    = 0.025113  -> [-0.0162, +0.0822]  PASS
 CARD_SE = {"LIVEBENCH": 0.022361, "AIME": 0.116291, "GPQA": 0.049550, "MMLU": 0.005614, "MUSR": 0.025113}
-CARD_STATISTICAL = {"LIVEBENCH": "PASS", "AIME": "INCONCLUSIVE", "GPQA": "INCONCLUSIVE", "MMLU": "PASS",
-                    "MUSR": "PASS"}
+CARD_STATISTICAL = {"LIVEBENCH": "PASS", "AIME": "INCONCLUSIVE", "GPQA": "INCONCLUSIVE", "MMLU": "PASS", "MUSR": "PASS"}
 
 
 def card_scores():
@@ -140,8 +139,12 @@ def test_different_question_ids_fall_back_to_unpaired():
     ref_q = questions(200, range(120))
     cand_q = questions(200, range(120), wrong=range(4))
     cand_q["other"] = cand_q.pop("q199")
-    b = judge_accuracy("GPQA", BenchScore(score=0.60, n=200, per_question=ref_q),
-                       BenchScore(score=0.58, n=200, per_question=cand_q), STATISTICAL)
+    b = judge_accuracy(
+        "GPQA",
+        BenchScore(score=0.60, n=200, per_question=ref_q),
+        BenchScore(score=0.58, n=200, per_question=cand_q),
+        STATISTICAL,
+    )
     assert b.se_method == "unpaired"
     assert b.se == pytest.approx(0.049173, abs=1e-6)
 
@@ -152,13 +155,20 @@ def test_per_question_count_must_match_n():
 
 
 def level(out, total, c=4):
-    return PerfRatio(max_concurrency=c, input_len=128, output_len=32, output_throughput=out,
-                     total_token_throughput=total)
+    return PerfRatio(
+        max_concurrency=c, input_len=128, output_len=32, output_throughput=out, total_token_throughput=total
+    )
 
 
-@pytest.mark.parametrize("out,total,verdict", [
-    (0.95, 0.97, "PASS"), (0.80, 0.80, "PASS"), (0.79, 0.90, "FAIL"), (0.90, 0.79, "FAIL"),
-])
+@pytest.mark.parametrize(
+    "out,total,verdict",
+    [
+        (0.95, 0.97, "PASS"),
+        (0.80, 0.80, "PASS"),
+        (0.79, 0.90, "FAIL"),
+        (0.90, 0.79, "FAIL"),
+    ],
+)
 def test_perf_level(out, total, verdict):
     assert judge_perf(level(out, total), STATISTICAL).verdict == verdict
 
@@ -197,7 +207,9 @@ def result(concurrency, duration_s):
 def test_perf_ratios_match_levels():
     ratios = perf_ratios([result(4, 1.0), result(1, 1.0)], [result(1, 0.5), result(4, 1.25)])
     assert [(r.max_concurrency, r.output_throughput, r.total_token_throughput) for r in ratios] == [
-        (1, pytest.approx(2.0), pytest.approx(2.0)), (4, pytest.approx(0.8), pytest.approx(0.8))]
+        (1, pytest.approx(2.0), pytest.approx(2.0)),
+        (4, pytest.approx(0.8), pytest.approx(0.8)),
+    ]
 
 
 def test_perf_ratios_refuse_missing_levels():

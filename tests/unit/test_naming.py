@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,14 +25,25 @@ REFERENCE_IMAGE = (
 def reference_cell() -> Cell:
     """The reference card's pins, stated directly (the matrix rows come with the Ascend chips)."""
     matrix = load_matrix(ROOT / "matrix.yaml")
-    chip = Chip.model_validate({
-        "vendor": "ascend", "chip_code": "ascend001", "arch": "arm64",
-        "sdk": {"name": "cann", "version": "8.2.rc1.alpha002"}, "driver": "25.2.0",
-        "base": {"image": "quay.io/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"},
-        "template": "ascend.Dockerfile.j2",
-        "stack": {"python": "3.11.11", "torch": "2.6.0", "torch_npu": "2.6.0rc1", "flaggems": "2.2",
-                  "flagscale": "0.8.0", "engine": "vllm"},
-    })
+    chip = Chip.model_validate(
+        {
+            "vendor": "ascend",
+            "chip_code": "ascend001",
+            "arch": "arm64",
+            "sdk": {"name": "cann", "version": "8.2.rc1.alpha002"},
+            "driver": "25.2.0",
+            "base": {"image": "quay.io/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"},
+            "template": "ascend.Dockerfile.j2",
+            "stack": {
+                "python": "3.11.11",
+                "torch": "2.6.0",
+                "torch_npu": "2.6.0rc1",
+                "flaggems": "2.2",
+                "flagscale": "0.8.0",
+                "engine": "vllm",
+            },
+        }
+    )
     return Cell(chip_id="ascend-a3", model_id="qwen3-4b", chip=chip, model=matrix.models["qwen3-4b"])
 
 
@@ -48,15 +59,21 @@ def test_cpu_cell_name():
     )
 
 
-@pytest.mark.parametrize("pin,tagged", [
-    ("8.2.rc1.alpha002", "8.2rc1.alpha002"), ("8.3.RC2", "8.3rc2"), ("2.5.1+cpu", "2.5.1.cpu"), ("none", "none"),
-])
+@pytest.mark.parametrize(
+    "pin,tagged",
+    [
+        ("8.2.rc1.alpha002", "8.2rc1.alpha002"),
+        ("8.3.RC2", "8.3rc2"),
+        ("2.5.1+cpu", "2.5.1.cpu"),
+        ("none", "none"),
+    ],
+)
 def test_tag_version(pin, tagged):
     assert tag_version(pin) == tagged
 
 
 def test_timestamp_tag_is_yymmddhhmm_utc():
-    assert timestamp_tag(datetime(2025, 12, 10, 17, 14, 59, tzinfo=timezone.utc)) == "2512101714"
+    assert timestamp_tag(datetime(2025, 12, 10, 17, 14, 59, tzinfo=UTC)) == "2512101714"
 
 
 def test_oci_limits():

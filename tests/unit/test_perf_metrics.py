@@ -13,13 +13,21 @@ SETTINGS = dict(max_concurrency=2, request_rate=math.inf, num_prompts=4, input_l
 #   C: TTFT 0.2, two gaps of 0.1, latency 0.4, 3 tokens -> TPOT (0.4-0.2)/2 = 0.1
 #   D: failed: counted in `failed`, nowhere else
 TRACES = [
-    RequestTrace(prompt_len=10, output_len=4, start=0.0, ttft_s=0.1, itl_s=[0.02, 0.03, 0.05], latency_s=0.2,
-                 success=True),
+    RequestTrace(
+        prompt_len=10, output_len=4, start=0.0, ttft_s=0.1, itl_s=[0.02, 0.03, 0.05], latency_s=0.2, success=True
+    ),
     RequestTrace(prompt_len=20, output_len=1, start=0.05, ttft_s=0.3, itl_s=[], latency_s=0.3, success=True),
-    RequestTrace(prompt_len=30, output_len=3, start=0.1, ttft_s=0.2, itl_s=[0.1, 0.1], latency_s=0.4,
-                 success=True),
-    RequestTrace(prompt_len=40, output_len=7, start=0.2, ttft_s=0.05, itl_s=[9.0], latency_s=9.0, success=False,
-                 error="RemoteProtocolError"),
+    RequestTrace(prompt_len=30, output_len=3, start=0.1, ttft_s=0.2, itl_s=[0.1, 0.1], latency_s=0.4, success=True),
+    RequestTrace(
+        prompt_len=40,
+        output_len=7,
+        start=0.2,
+        ttft_s=0.05,
+        itl_s=[9.0],
+        latency_s=9.0,
+        success=False,
+        error="RemoteProtocolError",
+    ),
 ]
 
 

@@ -4,13 +4,13 @@ import io
 import os
 
 import pytest
-import yaml
 from dockerfile_parse import DockerfileParser
 
+from flagrelease.cell_facts import pins, serve_config
 from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
-from flagrelease.render import pins, render_context, render_dockerfile, serve_config
 from flagrelease.settings import BuildSettings
+from flagrelease.steps.render import render_context, render_dockerfile
 from tests.conftest import ROOT
 
 GOLDEN = ROOT / "tests/golden"
@@ -45,8 +45,11 @@ def test_rendered_dockerfile_is_structurally_sound(cell):
     assert froms == [f"{cell.chip.base.image} AS system", "system AS flagos", "flagos AS release"]
     assert base == cell.chip.base.image
     assert parser.labels == labels
-    args = dict(i["value"].split("=", 1) for i in parser.structure if i["instruction"] == "ARG"
-                and i["value"].startswith("FLAGRELEASE_"))
+    args = dict(
+        i["value"].split("=", 1)
+        for i in parser.structure
+        if i["instruction"] == "ARG" and i["value"].startswith("FLAGRELEASE_")
+    )
     for key, value in pins(cell).items():
         assert args[f"FLAGRELEASE_{key.upper()}"] == value
         assert labels[f"org.flagos.{key.replace('_', '-')}"] == value
@@ -58,26 +61,41 @@ def test_rendered_dockerfile_is_structurally_sound(cell):
 def test_vendor_pins_reach_the_install_commands():
     ascend = select(MATRIX, chip="ascend-a3", model="qwen3-4b")[0]
     text, _, _ = render_dockerfile(ascend, MATRIX, SETTINGS)
-    for needle in ("ARG SOC_VERSION=ascend910_9391", "torch==2.6.0 torch_npu==2.6.0rc1", "vllm==0.9.1",
-                   "vllm-ascend==0.9.1", "FlagGems.git@v2.2", "Version: 2.2", "flag-scale==0.8.0", "USE_FLAGGEMS=true"):
+    for needle in (
+        "ARG SOC_VERSION=ascend910_9391",
+        "torch==2.6.0 torch_npu==2.6.0rc1",
+        "vllm==0.9.1",
+        "vllm-ascend==0.9.1",
+        "FlagGems.git@v2.2",
+        "Version: 2.2",
+        "flag-scale==0.8.0",
+        "USE_FLAGGEMS=true",
+    ):
         assert needle in text
 
 
 def test_apt_mirror_setting_is_rendered():
     matrix, cell = cpu_cell()
-    text, _, _ = render_dockerfile(cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://mirror.example/debian"}))
+    text, _, _ = render_dockerfile(
+        cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://mirror.example/debian"})
+    )
     assert '"http://mirror.example/debian" > /etc/apt/sources.list' in text
 
 
 def test_serve_config_is_flagscale_shaped():
     _, cell = cpu_cell()
-    experiment, serve_list = serve_config(cell)
-    experiment, [entry] = yaml.safe_load(experiment), yaml.safe_load(serve_list)
+    experiment, [entry] = serve_config(cell)
     assert experiment["defaults"] == ["_self_", {"serve": "tiny-llama"}]
     assert experiment["experiment"]["task"]["type"] == "serve"
     assert entry["serve_id"] == "vllm_model" and entry["engine"] == "llama_cpp"
-    assert entry["engine_args"] == {"model": "/data/weights/tiny-llama", "served_model_name": "tiny-llama-flagos",
-                                    "host": "0.0.0.0", "port": 9010, "max_model_len": 4096, "max_num_seqs": 4}
+    assert entry["engine_args"] == {
+        "model": "/data/weights/tiny-llama",
+        "served_model_name": "tiny-llama-flagos",
+        "host": "0.0.0.0",
+        "port": 9010,
+        "max_model_len": 4096,
+        "max_num_seqs": 4,
+    }
     assert entry["engine_args_specific"] == {"llama_cpp": {"threads": 2}}
 
 
@@ -96,8 +114,14 @@ def test_context_hash_tracks_content(tmp_path):
     one = render_context(cell, matrix, SETTINGS, tmp_path / "a")
     two = render_context(cell, matrix, SETTINGS, tmp_path / "b")
     assert one.context_hash == two.context_hash
-    assert set(one.files) == {"Dockerfile", "serve/conf/serve.yaml", "serve/conf/serve/tiny-llama.yaml",
-                              "flagrelease-serve.py", "flagscale-serve-deps.txt"}
-    mirrored = render_context(cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://m/debian"}),
-                              tmp_path / "c")
+    assert set(one.files) == {
+        "Dockerfile",
+        "serve/conf/serve.yaml",
+        "serve/conf/serve/tiny-llama.yaml",
+        "flagrelease-serve.py",
+        "flagscale-serve-deps.txt",
+    }
+    mirrored = render_context(
+        cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://m/debian"}), tmp_path / "c"
+    )
     assert mirrored.context_hash != one.context_hash

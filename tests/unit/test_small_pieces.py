@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from flagrelease.errors import ConfigError
+from flagrelease.adapters.registry import base_url
+from flagrelease.adapters.serve_client import loopback_url
+from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import base_reference
-from flagrelease.registry import base_url
-from flagrelease.serve_client import loopback_url
 from flagrelease.settings import BuildSettings
-from flagrelease.smoke import run_options
+from flagrelease.steps.smoke import run_options
 from tests.conftest import ROOT
 
 
@@ -39,8 +39,10 @@ def test_registry_scheme():
 
 def test_base_mirror_rewrite():
     ref = "quay.io/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"
-    assert base_reference(ref, "quay.io=mirror.example.com/quay") == \
-        "mirror.example.com/quay/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"
+    assert (
+        base_reference(ref, "quay.io=mirror.example.com/quay")
+        == "mirror.example.com/quay/ascend/cann:8.2.rc1-a3-ubuntu22.04-py3.11"
+    )
     assert base_reference(ref, None) == ref
     assert base_reference("flagrelease/debian-minbase:sid", "quay.io=m/q") == "flagrelease/debian-minbase:sid"
     with pytest.raises(ConfigError, match="SOURCE=TARGET"):
@@ -53,3 +55,31 @@ def test_run_options_mount_weights_read_only_and_take_chip_env(tmp_path):
     assert options.volumes == {str(tmp_path.resolve()): {"bind": "/data/weights/tiny-llama", "mode": "ro"}}
     assert options.env == {"OMP_NUM_THREADS": "2", "USE_FLAGGEMS": "true"}
     assert options.port == 9010
+
+
+class _State:
+    """The one thing Prefect's retry condition reads of a failed task run: its result."""
+
+    def __init__(self, error: BaseException | None):
+        self.error = error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ServiceUnavailable("registry 127.0.0.1:5000 cannot be reached"), True),
+        # A refusal repeats itself, whatever words it uses.
+        (ServiceError("registry 127.0.0.1:5000 refused: temporarily unavailable, please retry"), False),
+        (ServiceError("127.0.0.1:5000/x:2612011000 already exists; release tags are immutable"), False),
+        (ValueError("a bug is not retried either"), False),
+        (None, False),
+    ],
+)
+def test_push_retry_decides_on_the_error_type_not_its_words(error, retried):
+    from flows.release_cell import _retry_push
+
+    assert _retry_push(None, None, _State(error)) is retried

@@ -9,27 +9,31 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from flagrelease.base_image import locate, missing_base
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import ServiceError
 from flagrelease.naming import base_reference
 from flagrelease.schema import Cell, Chip, MatrixFile
 from flagrelease.settings import BuildSettings
+from flagrelease.steps.base_image import locate, missing_base
 
 HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 QEMU_BINFMT = {"amd64": "qemu-x86_64", "arm64": "qemu-aarch64"}
 
 
-def platform_problem(chip: Chip, chip_id: str, host_machine: str | None = None,
-                     binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc")) -> str | None:
+def platform_problem(
+    chip: Chip, chip_id: str, host_machine: str | None = None, binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc")
+) -> str | None:
     """A foreign-arch build needs QEMU user emulation registered with binfmt_misc."""
     machine = host_machine or platform.machine()
     host = HOST_ARCH.get(machine, machine)
     if chip.arch == host or (binfmt_dir / QEMU_BINFMT[chip.arch]).exists():
         return None
-    return (f"chip {chip_id} builds {chip.platform} images; this host is linux/{host} with no "
-            f"{QEMU_BINFMT[chip.arch]} emulation registered (chips.{chip_id}.arch). Fix: build on "
-            f"{'an' if chip.arch[0] in 'aeiou' else 'a'} {chip.arch} host, or install qemu-user-static and binfmt-support here")
+    return (
+        f"chip {chip_id} builds {chip.platform} images; this host is linux/{host} with no "
+        f"{QEMU_BINFMT[chip.arch]} emulation registered (chips.{chip_id}.arch). Fix: build on "
+        f"{'an' if chip.arch[0] in 'aeiou' else 'a'} {chip.arch} host, "
+        "or install qemu-user-static and binfmt-support here"
+    )
 
 
 def base_problem(client, chip: Chip, chip_id: str, build: BuildSettings) -> str | None:
@@ -42,8 +46,11 @@ def base_problem(client, chip: Chip, chip_id: str, build: BuildSettings) -> str 
 
 def preflight(cell: Cell, matrix: MatrixFile, client, build: BuildSettings) -> None:
     ensure_compatible([cell], matrix.compatibility, str(matrix.source))
-    problems = [p for p in (base_problem(client, cell.chip, cell.chip_id, build),
-                            platform_problem(cell.chip, cell.chip_id)) if p]
+    problems = [
+        p
+        for p in (base_problem(client, cell.chip, cell.chip_id, build), platform_problem(cell.chip, cell.chip_id))
+        if p
+    ]
     if problems:
         raise ServiceError(
             f"cannot build {cell.label} on this host; nothing was built:\n  - " + "\n  - ".join(problems),

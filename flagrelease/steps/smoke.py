@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from flagrelease import docker_engine
-from flagrelease.render import served_name
+from flagrelease.adapters import docker_engine
+from flagrelease.adapters.serve_client import ServeClient
+from flagrelease.cell_facts import served_name
+from flagrelease.results import SmokeResult
 from flagrelease.schema import Cell
-from flagrelease.serve_client import ServeClient
 
 SMOKE_PROMPT = [{"role": "user", "content": "Say hello in one word."}]
 
@@ -34,21 +35,9 @@ class RunOptions(BaseModel):
     port: int
 
 
-class SmokeResult(BaseModel):
-    passed: bool
-    error: str | None = None
-    container: str
-    host_port: int | None = None
-    ready_seconds: float | None = None
-    seconds: float
-    models: list[str] = []
-    reply: str = ""
-    usage: dict[str, Any] = {}
-    log: str = ""
-
-
-def run_options(cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = None,
-                visible_devices: str = "0") -> RunOptions:
+def run_options(
+    cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = None, visible_devices: str = "0"
+) -> RunOptions:
     """`docker run` options from the chip's runtime block and the model's weights mount."""
     runtime = cell.chip.runtime
     env = dict(runtime.env)
@@ -59,20 +48,42 @@ def run_options(cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = No
     volumes = {str(weights_dir.resolve()): {"bind": cell.weights_mount, "mode": "ro"}}
     for mount in runtime.mounts:
         volumes[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
-    return RunOptions(env=env, volumes=volumes, devices=list(runtime.devices), shm_size=runtime.shm_size,
-                      gpus=runtime.gpus, port=cell.model.serve.engine_args["port"])
+    return RunOptions(
+        env=env,
+        volumes=volumes,
+        devices=list(runtime.devices),
+        shm_size=runtime.shm_size,
+        gpus=runtime.gpus,
+        port=cell.model.serve.engine_args["port"],
+    )
 
 
 @contextmanager
-def serving(client, image: str, cell: Cell, options: RunOptions, *, owner: str, timeout_s: float,
-            on_line=print, purpose: str = "smoke") -> Iterator[tuple[str, object, float]]:
+def serving(
+    client,
+    image: str,
+    cell: Cell,
+    options: RunOptions,
+    *,
+    owner: str,
+    timeout_s: float,
+    on_line=print,
+    purpose: str = "smoke",
+) -> Iterator[tuple[str, Any, float]]:
     """Run the image's serve stack until it is ready; yield (base URL on 127.0.0.1, container,
     seconds to ready). Raises ServiceError with the container log when it never gets ready."""
     started = time.monotonic()
     name = f"flagrelease-{purpose}-{cell.slug}-{uuid.uuid4().hex[:8]}"
     with docker_engine.running_container(
-        client, image, name=name, env=options.env, container_port=options.port,
-        volumes=options.volumes, devices=options.devices, shm_size=options.shm_size, gpus=options.gpus,
+        client,
+        image,
+        name=name,
+        env=options.env,
+        container_port=options.port,
+        volumes=options.volumes,
+        devices=options.devices,
+        shm_size=options.shm_size,
+        gpus=options.gpus,
         owner=owner,
     ) as container:
         port = docker_engine.published_port(container, options.port)
@@ -91,14 +102,18 @@ class NotReady(Exception):
         self.problem, self.log = problem, log
 
 
-def smoke_test(client, image: str, cell: Cell, options: RunOptions, *, owner: str,
-               timeout_s: float = 120.0, on_line=print) -> SmokeResult:
+def smoke_test(
+    client, image: str, cell: Cell, options: RunOptions, *, owner: str, timeout_s: float = 120.0, on_line=print
+) -> SmokeResult:
     started = time.monotonic()
     want = served_name(cell)
     result = SmokeResult(passed=False, container="", seconds=0.0)
     try:
         with serving(client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line) as (
-                base_url, container, ready_s):
+            base_url,
+            container,
+            ready_s,
+        ):
             result.container, result.ready_seconds = container.name, ready_s
             result.host_port = int(base_url.rsplit(":", 1)[1])
             try:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import typer
 from rich.table import Table
 
-from flagrelease.cli_common import JsonOpt, MatrixOpt, fail, out, print_gate
+from flagrelease.cli.common import JsonOpt, MatrixOpt, fail, out, print_gate
 from flagrelease.errors import ConfigError, FlagReleaseError
 from flagrelease.matrix import find_matrix, load_matrix, select
+from flagrelease.results import Kind
 
-bench_app = typer.Typer(help="Measure a served model on 127.0.0.1 (the steps `build` runs, on their own).",
-                        no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Measure a served model on 127.0.0.1 (the steps `build` runs, on their own).", no_args_is_help=True
+)
 UrlOpt = typer.Option(..., "--url", help="OpenAI-compatible base URL on loopback, e.g. http://127.0.0.1:9010")
 ServedOpt = typer.Option(..., "--model", "-m", help="served model name, as /v1/models lists it")
 
@@ -44,12 +46,19 @@ def bench_perf(
 
     Example: flagrelease bench perf --url http://127.0.0.1:9010 -m tiny-llama-flagos --concurrency 1,4 --shape 128x128
     """
-    from flagrelease import loadgen
+    from flagrelease.steps import loadgen
 
     try:
         levels = [int(c) for c in concurrency.split(",")]
-        results = loadgen.sweep(url, model, levels, [_shape(s) for s in shape], num_prompts,
-                                num_warmups=num_warmups, request_rate=request_rate)
+        results = loadgen.sweep(
+            url,
+            model,
+            levels,
+            [_shape(s) for s in shape],
+            num_prompts,
+            num_warmups=num_warmups,
+            request_rate=request_rate,
+        )
     except (FlagReleaseError, ValueError) as err:
         fail(err if isinstance(err, FlagReleaseError) else ConfigError(str(err)), as_json)
     summaries = [r.model_dump(mode="json", exclude={"traces"}) for r in results]
@@ -61,13 +70,32 @@ def bench_perf(
         print(json.dumps(summaries, indent=2))
         return
     table = Table(title=f"{model} @ {url}")
-    for column in ("concurrency", "in/out", "ok/failed", "req/s", "out tok/s", "total tok/s", "mean TTFT ms",
-                   "p99 TTFT ms", "mean TPOT ms", "mean ITL ms"):
+    for column in (
+        "concurrency",
+        "in/out",
+        "ok/failed",
+        "req/s",
+        "out tok/s",
+        "total tok/s",
+        "mean TTFT ms",
+        "p99 TTFT ms",
+        "mean TPOT ms",
+        "mean ITL ms",
+    ):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(str(r.max_concurrency), f"{r.input_len}/{r.output_len}", f"{r.completed}/{r.failed}",
-                      f"{r.request_throughput:.2f}", f"{r.output_throughput:.1f}", f"{r.total_token_throughput:.1f}",
-                      f"{r.mean_ttft_ms:.1f}", f"{r.p99_ttft_ms:.1f}", f"{r.mean_tpot_ms:.2f}", f"{r.mean_itl_ms:.2f}")
+        table.add_row(
+            str(r.max_concurrency),
+            f"{r.input_len}/{r.output_len}",
+            f"{r.completed}/{r.failed}",
+            f"{r.request_throughput:.2f}",
+            f"{r.output_throughput:.1f}",
+            f"{r.total_token_throughput:.1f}",
+            f"{r.mean_ttft_ms:.1f}",
+            f"{r.p99_ttft_ms:.1f}",
+            f"{r.mean_tpot_ms:.2f}",
+            f"{r.mean_itl_ms:.2f}",
+        )
     out.print(table)
 
 
@@ -85,14 +113,16 @@ def bench_accuracy(
 ) -> None:
     """Score a benchmark on a served model, with per-question records and the standard error.
 
-    Example: flagrelease bench accuracy --url http://127.0.0.1:9010 -m tiny-llama-flagos --dataset datasets/tiny-arith-mc.jsonl --engine llama_cpp
+    Example:
+      flagrelease bench accuracy --url http://127.0.0.1:9010 -m tiny-llama-flagos \\
+        --dataset datasets/tiny-arith-mc.jsonl --engine llama_cpp
     """
-    from flagrelease import accuracy
+    from flagrelease.steps import accuracy
 
     try:
         if kind not in ("multiple_choice", "exact_match"):
             raise ConfigError(f"--kind {kind!r} is not multiple_choice or exact_match", where="--kind")
-        data = accuracy.load_dataset(dataset, dataset.stem, kind)
+        data = accuracy.load_dataset(dataset, dataset.stem, cast(Kind, kind))
         result = accuracy.run(url, model, data, engine=engine, concurrency=concurrency, max_tokens=max_tokens)
     except FlagReleaseError as err:
         fail(err, as_json)
@@ -116,22 +146,21 @@ def gate_cmd(
 
     Example: flagrelease gate ~/.local/share/flagrelease/results/tiny-llama--cpu/<run> --rule classic
     """
-    from flagrelease.bench import SideResult, gate_inputs
-    from flagrelease.gate import decide
+    from flagrelease.baseline import reference_for
+    from flagrelease.record import ReleaseRecord
+    from flagrelease.steps.gate import judge
+    from flagrelease.steps.report import load_sides
 
     try:
-        record = json.loads((run_dir / "release.json").read_text())
+        record = ReleaseRecord.load(run_dir)
         matrix_file = load_matrix(find_matrix(matrix))
-        [cell] = select(matrix_file, chip=record["chip"], model=record["model"])
-        sides = {side: _side_from_disk(run_dir, side, data, SideResult) for side, data in record["bench"].items()}
-        if set(sides) != {"native", "flaggems"}:
-            raise ConfigError(f"{run_dir} holds no benchmark results to gate on", where=str(run_dir / "release.json"))
-        policy = cell.model.bench.gate.model_copy(update={k: v for k, v in (("rule", rule), ("max_drop", max_drop))
-                                                          if v is not None})
-        pairs, ratios, against = gate_inputs(cell, matrix_file, sides["native"], sides["flaggems"])
-        report = decide(pairs, ratios, policy)
-    except FileNotFoundError as err:
-        fail(ConfigError(f"no release record at {err.filename}", where=str(run_dir)), as_json)
+        [cell] = select(matrix_file, chip=record.chip, model=record.model)
+        if set(record.bench) != {"native", "flaggems"}:
+            raise ConfigError(f"{run_dir} holds no benchmark results to gate on", where=str(run_dir))
+        policy = cell.model.bench.gate.model_copy(
+            update={k: v for k, v in (("rule", rule), ("max_drop", max_drop)) if v is not None}
+        )
+        report, against = judge(load_sides(run_dir, record), reference_for(cell, matrix_file), policy)
     except FlagReleaseError as err:
         fail(err, as_json)
     if as_json:
@@ -139,16 +168,3 @@ def gate_cmd(
     else:
         print_gate(report, against)
     raise typer.Exit(0 if report.release else 4)
-
-
-def _side_from_disk(run_dir: Path, side: str, data: dict, side_model):
-    """A stored side, with its per-question records read back from their JSONL files."""
-    data = json.loads(json.dumps(data))
-    for name, acc in data["accuracy"].items():
-        acc["results"] = [json.loads(line) for line in (run_dir / acc["results"]).read_text().splitlines() if line]
-    for level in data["perf"]:
-        level.pop("traces", None)
-    data["perf_repeats"] = []
-    return side_model.model_validate(data)
-
-

@@ -14,14 +14,11 @@ import jinja2
 import yaml
 from pydantic import BaseModel
 
+from flagrelease.cell_facts import flaggems_installed, pins, serve_config, serve_port, served_name
 from flagrelease.errors import ConfigError
 from flagrelease.naming import base_reference, repository_name
-from flagrelease.schema import NONE, Cell, MatrixFile
+from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import BuildSettings
-
-CONTAINER_EXP_DIR = "/workspace/outputs"
-SERVE_IDS = {"vllm": "vllm_model", "llama_cpp": "vllm_model", "sglang": "sglang_model"}
-
 
 
 class BuildContext(BaseModel):
@@ -34,33 +31,6 @@ class BuildContext(BaseModel):
     files: list[str]
 
 
-def pins(cell: Cell) -> dict[str, str]:
-    """Every version that defines the image, in tag-scheme order, then extra packages."""
-    chip, stack = cell.chip, cell.chip.stack
-    core = {
-        "model": cell.model_id,
-        "vendor": chip.vendor,
-        "chip": cell.chip_id,
-        "chip_code": chip.chip_code,
-        "arch": chip.arch,
-        "sdk": chip.sdk.name,
-        "sdk_version": chip.sdk.version,
-        "driver": chip.driver,
-        "python": stack.python,
-        "torch": stack.torch,
-        "torch_npu": stack.torch_npu,
-        "vllm": stack.vllm,
-        "vllm_plugin": stack.vllm_plugin,
-        "flaggems": stack.flaggems,
-        "flagscale": stack.flagscale,
-        "flagtree": stack.flagtree,
-        "flagcx": stack.flagcx,
-        "engine": stack.engine,
-    }
-    extra = {"pkg_" + name.replace("-", "_").replace(".", "_"): v for name, v in stack.packages.items()}
-    return core | extra
-
-
 def static_labels(cell: Cell, pin_map: dict[str, str], name: str, base: str) -> dict[str, str]:
     """OCI labels known before the build (build-time ones are added by the build step)."""
     labels = {
@@ -69,46 +39,10 @@ def static_labels(cell: Cell, pin_map: dict[str, str], name: str, base: str) -> 
         "org.opencontainers.image.vendor": "FlagRelease",
         "org.opencontainers.image.base.name": base,
         "org.flagos.served-model-name": served_name(cell),
-        "org.flagos.serve.port": str(cell.model.serve.engine_args["port"]),
+        "org.flagos.serve.port": str(serve_port(cell)),
         "org.flagos.weights.mount": cell.weights_mount,
     }
     return labels | {f"org.flagos.{key.replace('_', '-')}": value for key, value in pin_map.items()}
-
-
-def served_name(cell: Cell) -> str:
-    return cell.model.served_model_name.format(vendor=cell.chip.vendor, chip=cell.chip_id)
-
-
-def serve_config(cell: Cell) -> tuple[str, str]:
-    """FlagScale's two files: the experiment (serve.yaml) and the model's serve list."""
-    engine = cell.chip.stack.engine
-    engine_args = {
-        "model": cell.weights_mount,
-        "served_model_name": served_name(cell),
-        "host": "0.0.0.0",  # inside the container; the host publishes it on 127.0.0.1 only
-    } | dict(cell.model.serve.engine_args)
-    entry = {"serve_id": SERVE_IDS[engine], "engine": engine, "engine_args": engine_args}
-    specific = cell.model.serve.engine_args_specific.get(engine)
-    if specific:
-        entry["engine_args_specific"] = {engine: dict(specific)}
-    experiment = {
-        "defaults": ["_self_", {"serve": cell.model_id}],
-        "experiment": {
-            "exp_name": cell.model_id,
-            "exp_dir": f"{CONTAINER_EXP_DIR}/{cell.model_id}",
-            "task": {"type": "serve"},
-            "runner": {"hostfile": None, "deploy": {"use_fs_serve": False}},
-            "envs": {},
-        } | _before_start(cell),
-        "action": "run",
-        "hydra": {"run": {"dir": "${experiment.exp_dir}/hydra"}},
-    }
-    return yaml.safe_dump(experiment, sort_keys=False), yaml.safe_dump([entry], sort_keys=False)
-
-
-def _before_start(cell: Cell) -> dict:
-    scripts = cell.chip.serve_env_scripts
-    return {"cmds": {"before_start": " && ".join(f"source {s}" for s in scripts)}} if scripts else {}
 
 
 def _environment(templates: Path) -> jinja2.Environment:
@@ -136,8 +70,8 @@ def render_dockerfile(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> t
             pins=pin_map,
             labels=labels,
             base_image=base,
-            port=cell.model.serve.engine_args["port"],
-            use_flaggems="true" if cell.chip.stack.flaggems != NONE else "false",
+            port=serve_port(cell),
+            use_flaggems="true" if flaggems_installed(cell) else "false",
             settings=build,
         )
     except jinja2.TemplateNotFound as err:
@@ -158,7 +92,7 @@ def render_dockerfile(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> t
 def render_context(cell: Cell, matrix: MatrixFile, build: BuildSettings, out_dir: Path) -> BuildContext:
     """Write the complete build context for `cell` into `out_dir` (replacing it)."""
     dockerfile, labels, base = render_dockerfile(cell, matrix, build)
-    experiment, serve_list = serve_config(cell)
+    experiment, serve_list = (yaml.safe_dump(doc, sort_keys=False) for doc in serve_config(cell))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / "serve/conf/serve").mkdir(parents=True)

@@ -32,17 +32,25 @@ def publish_card(card: Path, repo_id: str) -> None:
     """Upload the card as README.md of a ModelScope model repo (token from MODELSCOPE_API_TOKEN)."""
     token = os.environ.get(TOKEN_ENV)
     if not token:
-        raise ConfigError(f"publishing to ModelScope needs {TOKEN_ENV}", where=TOKEN_ENV,
-                          fix="create an access token at modelscope.cn and export it")
+        raise ConfigError(
+            f"publishing to ModelScope needs {TOKEN_ENV}",
+            where=TOKEN_ENV,
+            fix="create an access token at modelscope.cn and export it",
+        )
     try:
         from modelscope.hub.api import HubApi
 
         api = HubApi()
         api.login(token)
-        api.upload_file(repo_id=repo_id, path_or_fileobj=str(card), path_in_repo="README.md",
-                        commit_message="FlagRelease model card")
+        api.upload_file(
+            repo_id=repo_id,
+            path_or_fileobj=str(card),
+            path_in_repo="README.md",
+            commit_message="FlagRelease model card",
+        )
     except Exception as err:  # noqa: BLE001 - same reason as above; the token never appears in err
-        raise ServiceError(f"cannot publish the card to ModelScope repo {repo_id}: {type(err).__name__}: {err}",
-                           where="--publish-modelscope",
-                           fix="check that modelscope.cn is reachable and the token may write to the repo; "
-                           f"the card stays at {card}") from None
+        raise ServiceError(
+            f"cannot publish the card to ModelScope repo {repo_id}: {type(err).__name__}: {err}",
+            where="--publish-modelscope",
+            fix=f"check that modelscope.cn is reachable and the token may write to the repo; the card stays at {card}",
+        ) from None

@@ -8,24 +8,24 @@ logs or stores them.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import re
 import shutil
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import boto3.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flagrelease.errors import ConfigError, ServiceError
+from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
+from flagrelease.record import RECORD_FILE, ReleaseRecord
 
 S3_URL_SETTING = "FLAGRELEASE_S3_URL"
-RECORD_NAME = "release.json"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -34,7 +34,7 @@ class ArtifactStore(Protocol):
 
     def put_run(self, run_dir: Path, key_prefix: str) -> list[str]: ...
 
-    def list_records(self) -> list[dict]: ...
+    def list_records(self) -> list[ReleaseRecord]: ...
 
     def get(self, key: str) -> bytes: ...
 
@@ -57,13 +57,13 @@ def _run_files(run_dir: Path) -> list[tuple[str, Path]]:
     """(relative key, file) for every file of a run directory, the record last: a store
     that holds a run's release.json holds all of its files, even after a failed upload."""
     files = [(p.relative_to(run_dir).as_posix(), p) for p in run_dir.rglob("*") if p.is_file()]
-    return sorted(files, key=lambda item: (item[0] == RECORD_NAME, item[0]))
+    return sorted(files, key=lambda item: (item[0] == RECORD_FILE, item[0]))
 
 
 def _is_record_key(key: str) -> bool:
     """Only `<cell>/<run_id>/release.json`: other JSON files are not records."""
     parts = key.split("/")
-    return len(parts) == 3 and parts[2] == RECORD_NAME
+    return len(parts) == 3 and parts[2] == RECORD_FILE
 
 
 class LocalStore:
@@ -86,8 +86,8 @@ class LocalStore:
             keys.append(key)
         return keys
 
-    def list_records(self) -> list[dict]:
-        return [json.loads(p.read_bytes()) for p in sorted(self.root.glob(f"*/*/{RECORD_NAME}"))]
+    def list_records(self) -> list[ReleaseRecord]:
+        return [ReleaseRecord.load(p) for p in sorted(self.root.glob(f"*/*/{RECORD_FILE}"))]
 
     def get(self, key: str) -> bytes:
         path = self.root / key
@@ -97,15 +97,26 @@ class LocalStore:
 
 
 class S3Store:
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None, region: str | None = None,
-                 *, connect_timeout: float = 5.0, max_attempts: int = 3):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        max_attempts: int = 3,
+    ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
         # Bounded timeouts and attempts: an unreachable S3 must not stall a release.
-        config = Config(connect_timeout=connect_timeout, read_timeout=60,
-                        retries={"total_max_attempts": max_attempts, "mode": "standard"})
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=60,
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
+        )
         # An own session, not boto3's process-wide default one, which resolves credentials once
         # and then ignores changes to the environment.
         session = boto3.session.Session(region_name=region)
@@ -127,13 +138,15 @@ class S3Store:
             keys.append(key)
         return keys
 
-    def list_records(self) -> list[dict]:
+    def list_records(self) -> list[ReleaseRecord]:
         root = f"{self.prefix}/" if self.prefix else ""
         keys = []
         with self._errors(""):
             for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
-                keys += [obj["Key"][len(root):] for obj in page.get("Contents", [])]
-        return [json.loads(self.get(key)) for key in sorted(keys) if _is_record_key(key)]
+                keys += [obj["Key"][len(root) :] for obj in page.get("Contents", [])]
+        return [
+            ReleaseRecord.parse(self.get(key), f"{self.location}/{key}") for key in sorted(keys) if _is_record_key(key)
+        ]
 
     def get(self, key: str) -> bytes:
         with self._errors(key):
@@ -146,7 +159,7 @@ class S3Store:
         with self._errors(""):
             for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
                 for obj in page.get("Contents", []):
-                    dest = target / obj["Key"][len(root):]
+                    dest = target / obj["Key"][len(root) :]
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     self._client.download_file(self.bucket, obj["Key"], str(dest))
                     files.append(dest)
@@ -180,22 +193,25 @@ def _s3_errors(where: str, endpoint_url: str | None) -> Iterator[None]:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code, message = error.get("Code", "error"), error.get("Message")
-        raise ServiceError(f"S3 refused: {code}" + (f": {message}" if message else ""),
-                           where=where, fix=_FIXES.get(code)) from exc
+        raise ServiceError(
+            f"S3 refused: {code}" + (f": {message}" if message else ""), where=where, fix=_FIXES.get(code)
+        ) from exc
     except BotoCoreError as exc:
         # botocore's messages name the endpoint and the operation, never the credentials.
-        raise ServiceError(f"S3 unavailable at {endpoint_url or 'AWS S3'}: {exc}", where=where,
-                           fix="check that S3 is reachable and AWS credentials are configured") from exc
+        raise ServiceUnavailable(
+            f"S3 unavailable at {endpoint_url or 'AWS S3'}: {exc}",
+            where=where,
+            fix="check that S3 is reachable and AWS credentials are configured",
+        ) from exc
 
 
 def publish_artifacts(run_dir: Path, stores: Sequence[ArtifactStore]) -> list[StoreResult]:
     """Copy a run to every store. A store that is down or refuses is reported, not
     raised, so the release keeps its other copies; a failing local disk does raise."""
-    record_path = run_dir / RECORD_NAME
-    if not record_path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: it has no {RECORD_NAME}", where=str(run_dir))
-    record = json.loads(record_path.read_bytes())
-    key_prefix = f"{record['cell']}/{record['run_id']}"
+    if not (run_dir / RECORD_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: it has no {RECORD_FILE}", where=str(run_dir))
+    record = ReleaseRecord.load(run_dir)
+    key_prefix = f"{record.cell}/{record.run_id}"
     results = []
     for store in stores:
         try:
@@ -218,9 +234,15 @@ def _parse_s3_url(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if "@" in parts.netloc:
         # Not echoed: the part before '@' may be a secret.
-        raise ConfigError(f"{S3_URL_SETTING} must not carry credentials", where=S3_URL_SETTING,
-                          fix="put AWS credentials in the environment or ~/.aws, not in the URL")
+        raise ConfigError(
+            f"{S3_URL_SETTING} must not carry credentials",
+            where=S3_URL_SETTING,
+            fix="put AWS credentials in the environment or ~/.aws, not in the URL",
+        )
     if parts.scheme != "s3" or not _BUCKET.fullmatch(parts.netloc) or parts.query or parts.fragment:
-        raise ConfigError(f"{S3_URL_SETTING}={url!r} is not an s3://BUCKET/PREFIX URL", where=S3_URL_SETTING,
-                          fix="e.g. s3://flagos-releases/flagrelease (the prefix is optional)")
+        raise ConfigError(
+            f"{S3_URL_SETTING}={url!r} is not an s3://BUCKET/PREFIX URL",
+            where=S3_URL_SETTING,
+            fix="e.g. s3://flagos-releases/flagrelease (the prefix is optional)",
+        )
     return parts.netloc, parts.path

@@ -12,27 +12,21 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from flagrelease import docker_engine
+from flagrelease.adapters import docker_engine
 from flagrelease.errors import ServiceError
+from flagrelease.results import BaseImageResult
 from flagrelease.schema import Bootstrap, Chip
 
 
-class BaseImageResult(BaseModel):
-    ref: str
-    image_id: str
-    made: bool
-    seconds: float
-
-
 def missing_base(ref: str, chip_id: str) -> str:
-    return (f"base image {ref} (chips.{chip_id}.base.image) is not present locally and cannot be pulled. "
-            "Fix: pre-load it (`docker save` it on a connected host, `docker load -i` here), or set a registry "
-            "mirror with FLAGRELEASE_BASE_MIRROR, e.g. quay.io=registry.example.com/quay")
+    return (
+        f"base image {ref} (chips.{chip_id}.base.image) is not present locally and cannot be pulled. "
+        "Fix: pre-load it (`docker save` it on a connected host, `docker load -i` here), or set a registry "
+        "mirror with FLAGRELEASE_BASE_MIRROR, e.g. quay.io=registry.example.com/quay"
+    )
 
 
 def locate(client, ref: str) -> str | None:
@@ -69,6 +63,7 @@ def make_with_debootstrap(client, recipe: Bootstrap, ref: str, work_dir: Path, o
         cmd += [recipe.suite, rootfs, recipe.mirror]
         on_line(f"making base image {ref}: {' '.join(cmd)}")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None  # stdout=PIPE
         tail: list[str] = []
         for line in proc.stdout:
             tail = (tail + [line.rstrip()])[-15:]
@@ -82,7 +77,7 @@ def make_with_debootstrap(client, recipe: Bootstrap, ref: str, work_dir: Path, o
             )
         labels = {
             "org.flagos.base.recipe": f"debootstrap --variant={recipe.variant} {recipe.suite} {recipe.mirror}",
-            "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "org.opencontainers.image.created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         on_line(f"importing {ref}")
         return docker_engine.import_rootfs(client, Path(rootfs), ref, labels)

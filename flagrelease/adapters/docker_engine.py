@@ -8,6 +8,7 @@ failed push only inside the stream.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tarfile
@@ -20,8 +21,8 @@ import docker
 import docker.errors
 import docker.types
 
-from flagrelease.errors import ServiceError
-from flagrelease.registry_auth import RegistryCredentials
+from flagrelease.adapters.registry_auth import RegistryCredentials
+from flagrelease.errors import ServiceError, ServiceUnavailable
 
 # Every container FlagRelease starts carries this label, so leftovers are findable.
 OWNER_LABEL = "org.flagos.flagrelease.owner"
@@ -34,7 +35,7 @@ def connect() -> docker.DockerClient:
         client = docker.from_env(timeout=120)
         client.ping()
     except docker.errors.DockerException as err:
-        raise ServiceError(
+        raise ServiceUnavailable(
             f"cannot reach the Docker Engine: {err}",
             where=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
             fix="start it (`dockerd >/var/log/dockerd.log 2>&1 &` as root, or scripts/bootstrap)",
@@ -78,8 +79,7 @@ def import_rootfs(client: docker.DockerClient, rootfs: Path, ref: str, labels: d
         repository, tag_name = split_ref(ref)
         changes = [f'LABEL {k}="{v}"' for k, v in labels.items()]
         # From a file, not a stream: the SDK's chunked upload is refused ("invalid byte in chunk length").
-        result = client.api.import_image_from_file(str(tar_path), repository=repository, tag=tag_name,
-                                                   changes=changes)
+        result = client.api.import_image_from_file(str(tar_path), repository=repository, tag=tag_name, changes=changes)
     if "error" in str(result).lower():
         raise ServiceError(f"docker import of {ref} failed: {result}")
     found = image_id(client, ref)
@@ -138,16 +138,18 @@ def tag(client: docker.DockerClient, image: str, repository: str, tag_name: str)
     client.images.get(image).tag(repository, tag_name)
 
 
-def push(client: docker.DockerClient, repository: str, tag_name: str,
-         credentials: RegistryCredentials, on_line: LineSink) -> str:
+def push(
+    client: docker.DockerClient, repository: str, tag_name: str, credentials: RegistryCredentials, on_line: LineSink
+) -> str:
     """Push one tag and return the manifest digest the registry reported.
 
     Any `error` event fails the push, whatever the HTTP status of the stream.
     """
     digest = None
     try:
-        stream = client.api.push(repository, tag=tag_name, stream=True, decode=True,
-                                 auth_config=credentials.auth_config())
+        stream = client.api.push(
+            repository, tag=tag_name, stream=True, decode=True, auth_config=credentials.auth_config()
+        )
         for event in stream:
             if "error" in event or "errorDetail" in event:
                 detail = event.get("errorDetail", {}).get("message") or event.get("error")
@@ -157,8 +159,9 @@ def push(client: docker.DockerClient, repository: str, tag_name: str,
             if event.get("status") and not event.get("progressDetail"):
                 on_line(f"{event.get('id', '')} {event['status']}".strip())
     except docker.errors.APIError as err:
-        raise ServiceError(f"push of {repository}:{tag_name} failed: {err.explanation or err}",
-                           where=repository) from None
+        raise ServiceError(
+            f"push of {repository}:{tag_name} failed: {err.explanation or err}", where=repository
+        ) from None
     if digest is None:
         raise ServiceError(f"push of {repository}:{tag_name} ended without a digest", where=repository)
     return digest
@@ -176,8 +179,9 @@ def untag(client: docker.DockerClient, ref: str) -> None:
         pass
 
 
-def pull_by_digest(client: docker.DockerClient, repository: str, digest: str,
-                   auth: dict[str, str] | None = None) -> str:
+def pull_by_digest(
+    client: docker.DockerClient, repository: str, digest: str, auth: dict[str, str] | None = None
+) -> str:
     try:
         return client.images.pull(f"{repository}@{digest}", auth_config=auth).id
     except docker.errors.APIError as err:
@@ -185,9 +189,19 @@ def pull_by_digest(client: docker.DockerClient, repository: str, digest: str,
 
 
 @contextmanager
-def running_container(client: docker.DockerClient, image: str, *, name: str, env: dict[str, str],
-                      container_port: int, volumes: dict[str, dict[str, str]], devices: list[str],
-                      shm_size: str | None, owner: str, gpus: bool = False) -> Iterator[docker.models.containers.Container]:
+def running_container(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    name: str,
+    env: dict[str, str],
+    container_port: int,
+    volumes: dict[str, dict[str, str]],
+    devices: list[str],
+    shm_size: str | None,
+    owner: str,
+    gpus: bool = False,
+) -> Iterator[docker.models.containers.Container]:
     """Run `image` detached with its port published on 127.0.0.1 only; always removed on exit
     (success, failure, timeout, Ctrl-C)."""
     container = None
@@ -209,10 +223,8 @@ def running_container(client: docker.DockerClient, image: str, *, name: str, env
         raise ServiceError(f"cannot start container from {image}: {err.explanation or err}") from None
     finally:
         if container is not None:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
 
 
 def published_port(container, container_port: int) -> int:

@@ -34,9 +34,9 @@ import httpx
 import numpy as np
 from matplotlib.figure import Figure
 
+from flagrelease.adapters.serve_client import loopback_url
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult, RequestTrace, summarize
-from flagrelease.serve_client import loopback_url
 
 TokenCount = Callable[[str], Awaitable[int]]
 
@@ -44,9 +44,19 @@ PROBE_TOKENS = 16
 TOKENIZE_PARALLEL = 16  # /tokenize calls in flight while fitting prompts
 
 
-async def bench(base_url: str, model: str, *, input_len: int, output_len: int, num_prompts: int,
-                max_concurrency: int, request_rate: float = math.inf, num_warmups: int = 1,
-                seed: int = 0, request_timeout_s: float = 120.0) -> PerfResult:
+async def bench(
+    base_url: str,
+    model: str,
+    *,
+    input_len: int,
+    output_len: int,
+    num_prompts: int,
+    max_concurrency: int,
+    request_rate: float = math.inf,
+    num_warmups: int = 1,
+    seed: int = 0,
+    request_timeout_s: float = 120.0,
+) -> PerfResult:
     """One level: `num_prompts` measured requests (plus unmeasured warm-ups) of one shape."""
     if num_prompts < 1 or max_concurrency < 1 or output_len < 1 or not request_rate > 0:
         raise ValueError("num_prompts, max_concurrency, output_len and request_rate must be positive")
@@ -68,28 +78,53 @@ async def bench(base_url: str, model: str, *, input_len: int, output_len: int, n
 
         texts = [_words(rng, 2 * prompt_tokens) for _ in range(num_warmups + num_prompts)]
         prompts = await asyncio.gather(*(fitted(t) for t in texts))
-        await _run(client, model, prompts[:num_warmups], output_len, max_concurrency, math.inf, rng,
-                   request_timeout_s)
+        await _run(client, model, prompts[:num_warmups], output_len, max_concurrency, math.inf, rng, request_timeout_s)
         started = time.perf_counter()
-        traces = await _run(client, model, prompts[num_warmups:], output_len, max_concurrency, request_rate,
-                            rng, request_timeout_s)
+        traces = await _run(
+            client, model, prompts[num_warmups:], output_len, max_concurrency, request_rate, rng, request_timeout_s
+        )
         duration = time.perf_counter() - started
-    settings = dict(max_concurrency=max_concurrency, request_rate=request_rate, num_prompts=num_prompts,
-                    input_len=input_len, output_len=output_len)
+    settings = dict(
+        max_concurrency=max_concurrency,
+        request_rate=request_rate,
+        num_prompts=num_prompts,
+        input_len=input_len,
+        output_len=output_len,
+    )
     return summarize(traces, duration, settings)
 
 
-def sweep(base_url: str, model: str, concurrencies: list[int], shapes: list[tuple[int, int]],
-          num_prompts: int, *, request_rate: float = math.inf, num_warmups: int = 1, seed: int = 0,
-          request_timeout_s: float = 120.0) -> list[PerfResult]:
+def sweep(
+    base_url: str,
+    model: str,
+    concurrencies: list[int],
+    shapes: list[tuple[int, int]],
+    num_prompts: int,
+    *,
+    request_rate: float = math.inf,
+    num_warmups: int = 1,
+    seed: int = 0,
+    request_timeout_s: float = 120.0,
+) -> list[PerfResult]:
     """Every (input_len, output_len) shape at every concurrency, one level after another."""
+
     async def levels() -> list[PerfResult]:
         results = []
         for index, ((input_len, output_len), concurrency) in enumerate(product(shapes, concurrencies)):
-            results.append(await bench(
-                base_url, model, input_len=input_len, output_len=output_len, num_prompts=num_prompts,
-                max_concurrency=concurrency, request_rate=request_rate, num_warmups=num_warmups,
-                seed=seed + index, request_timeout_s=request_timeout_s))
+            results.append(
+                await bench(
+                    base_url,
+                    model,
+                    input_len=input_len,
+                    output_len=output_len,
+                    num_prompts=num_prompts,
+                    max_concurrency=concurrency,
+                    request_rate=request_rate,
+                    num_warmups=num_warmups,
+                    seed=seed + index,
+                    request_timeout_s=request_timeout_s,
+                )
+            )
         return results
 
     return asyncio.run(levels())
@@ -103,8 +138,7 @@ def plot_sweep(results: list[PerfResult] | dict[str, list[PerfResult]], path: Pa
     throughput, ttft = fig.subplots(1, 2)
     for name, runs in series.items():
         for shape in sorted({(r.input_len, r.output_len) for r in runs}):
-            level = sorted((r for r in runs if (r.input_len, r.output_len) == shape),
-                           key=lambda r: r.max_concurrency)
+            level = sorted((r for r in runs if (r.input_len, r.output_len) == shape), key=lambda r: r.max_concurrency)
             x = [r.max_concurrency for r in level]
             label = f"{name + ': ' if name else ''}in {shape[0]} / out {shape[1]}"
             throughput.plot(x, [r.output_throughput for r in level], marker="o", label=label)
@@ -122,17 +156,31 @@ def plot_sweep(results: list[PerfResult] | dict[str, list[PerfResult]], path: Pa
 
 def _client(base_url: str, timeout_s: float) -> httpx.AsyncClient:
     # The semaphore bounds connections; an httpx pool limit would queue requests unseen.
-    return httpx.AsyncClient(base_url=loopback_url(base_url), timeout=timeout_s, trust_env=False,
-                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+    return httpx.AsyncClient(
+        base_url=loopback_url(base_url),
+        timeout=timeout_s,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+    )
 
 
-async def _run(client: httpx.AsyncClient, model: str, prompts: list[str], output_len: int,
-               max_concurrency: int, request_rate: float, rng: random.Random,
-               timeout_s: float) -> list[RequestTrace]:
+async def _run(
+    client: httpx.AsyncClient,
+    model: str,
+    prompts: list[str],
+    output_len: int,
+    max_concurrency: int,
+    request_rate: float,
+    rng: random.Random,
+    timeout_s: float,
+) -> list[RequestTrace]:
     """Send at `request_rate` (Poisson arrivals; inf = all at once), at most `max_concurrency` in flight."""
     slots = asyncio.Semaphore(max_concurrency)
-    gaps = np.random.default_rng(rng.getrandbits(64)).exponential(1 / request_rate, len(prompts)) \
-        if math.isfinite(request_rate) else np.zeros(len(prompts))
+    gaps = (
+        np.random.default_rng(rng.getrandbits(64)).exponential(1 / request_rate, len(prompts))
+        if math.isfinite(request_rate)
+        else np.zeros(len(prompts))
+    )
 
     async def one(prompt: str) -> RequestTrace:
         async with slots:
@@ -140,16 +188,24 @@ async def _run(client: httpx.AsyncClient, model: str, prompts: list[str], output
 
     tasks = []
     start = time.perf_counter()
-    for prompt, arrival in zip(prompts, np.cumsum(gaps)):
+    for prompt, arrival in zip(prompts, np.cumsum(gaps), strict=True):
         await asyncio.sleep(max(0.0, start + arrival - time.perf_counter()))
         tasks.append(asyncio.create_task(one(prompt)))
     return list(await asyncio.gather(*tasks))
 
 
-async def _stream_completion(client: httpx.AsyncClient, model: str, prompt: str, output_len: int,
-                             timeout_s: float) -> RequestTrace:
-    body = {"model": model, "prompt": prompt, "max_tokens": output_len,
-            "temperature": 0.0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+async def _stream_completion(
+    client: httpx.AsyncClient, model: str, prompt: str, output_len: int, timeout_s: float
+) -> RequestTrace:
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": output_len,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     now = time.perf_counter()
     stream = _Stream(start=now, last=now)
     error = ""
@@ -157,8 +213,7 @@ async def _stream_completion(client: httpx.AsyncClient, model: str, prompt: str,
         async with asyncio.timeout(timeout_s):
             # llama-server drops many requests (a quarter at concurrency 4) that reuse a
             # keep-alive connection which carried a stream: one connection per stream.
-            async with client.stream("POST", "/v1/completions", json=body,
-                                     headers={"Connection": "close"}) as response:
+            async with client.stream("POST", "/v1/completions", json=body, headers={"Connection": "close"}) as response:
                 if response.status_code != 200:
                     await response.aread()
                     error = f"HTTP {response.status_code}: {response.text[:300]}"
@@ -174,8 +229,13 @@ async def _stream_completion(client: httpx.AsyncClient, model: str, prompt: str,
     return RequestTrace(
         prompt_len=stream.usage.get("prompt_tokens", 0),
         output_len=stream.usage.get("completion_tokens", len(stream.itl) + 1),
-        start=stream.start, ttft_s=stream.ttft or 0.0, itl_s=stream.itl, latency_s=stream.last - stream.start,
-        success=not error, error=error, timings=stream.timings,
+        start=stream.start,
+        ttft_s=stream.ttft or 0.0,
+        itl_s=stream.itl,
+        latency_s=stream.last - stream.start,
+        success=not error,
+        error=error,
+        timings=stream.timings,
     )
 
 
@@ -209,6 +269,7 @@ class _Stream:
 
 async def _server_counter(client: httpx.AsyncClient) -> TokenCount | None:
     """Token count of a text by the server's tokenizer, None when it has no /tokenize."""
+
     async def count(text: str) -> int:
         # llama-server reads `content`, vLLM reads `prompt`; each ignores the other.
         response = await client.post("/tokenize", json={"content": text, "prompt": text})
@@ -222,14 +283,14 @@ async def _server_counter(client: httpx.AsyncClient) -> TokenCount | None:
     return count
 
 
-async def _estimated_counter(client: httpx.AsyncClient, model: str, rng: random.Random,
-                             timeout_s: float) -> TokenCount:
+async def _estimated_counter(client: httpx.AsyncClient, model: str, rng: random.Random, timeout_s: float) -> TokenCount:
     """Chars per token from two probes of different lengths: what the server adds cancels out."""
     short, long = _words(rng, 10), _words(rng, 40)  # long stays well inside any context window
     used = [await _stream_completion(client, model, text, 1, timeout_s) for text in (short, long)]
     if not all(t.success for t in used) or used[1].prompt_len <= used[0].prompt_len:
-        raise ServiceError("cannot size prompts: the server has no /tokenize and reports no usage",
-                           where=str(client.base_url))
+        raise ServiceError(
+            "cannot size prompts: the server has no /tokenize and reports no usage", where=str(client.base_url)
+        )
     chars_per_token = (len(long) - len(short)) / (used[1].prompt_len - used[0].prompt_len)
 
     async def count(text: str) -> int:

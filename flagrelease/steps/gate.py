@@ -14,6 +14,10 @@ report it.
 
 Speed, the same under both rules: at every level, output and total-token
 throughput of the candidate must reach perf_min_ratio of the reference's.
+
+The gate owns its inputs: `gate_inputs` pairs what the bench step measured with
+what each check is compared against (the model's reference baseline where it
+has the benchmark, else the native side of the same run).
 """
 
 from __future__ import annotations
@@ -22,65 +26,24 @@ import math
 import statistics
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
-
+from flagrelease.baseline import Baseline, bench_score
 from flagrelease.perf_metrics import PerfResult
+from flagrelease.results import (
+    AccuracyResult,
+    BenchScore,
+    BenchVerdict,
+    GateReport,
+    PerfRatio,
+    PerfVerdict,
+    SideResult,
+)
 from flagrelease.schema import GatePolicy
-
-Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 # Scores like 0.70 and 0.65 differ by 0.04999...: a drop of exactly max_drop must pass.
 EPS = 1e-9
 
 
-class BenchScore(BaseModel):
-    score: float = Field(ge=0, le=1)
-    n: int = Field(ge=1)
-    per_question: dict[str, float] | None = None  # question id -> correctness in [0, 1]
-
-    @model_validator(mode="after")
-    def _n_matches_questions(self) -> BenchScore:
-        if self.per_question is not None and len(self.per_question) != self.n:
-            raise ValueError(f"n={self.n} but {len(self.per_question)} per-question results")
-        return self
-
-
-class BenchVerdict(BaseModel):
-    benchmark: str
-    verdict: Verdict
-    rule: Literal["classic", "statistical"]
-    se_method: Literal["paired", "unpaired"]
-    diff: float  # candidate - reference
-    se: float
-    ci_low: float
-    ci_high: float
-    reason: str
-
-
-class PerfRatio(BaseModel):
-    max_concurrency: int
-    input_len: int
-    output_len: int
-    output_throughput: float  # candidate / reference
-    total_token_throughput: float
-
-
-class PerfVerdict(BaseModel):
-    level: PerfRatio
-    verdict: Literal["PASS", "FAIL"]
-    reason: str
-
-
-class GateReport(BaseModel):
-    verdict: Verdict
-    release: bool
-    reason: str
-    accuracy: list[BenchVerdict]
-    perf: list[PerfVerdict]
-
-
-def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore,
-                   policy: GatePolicy) -> BenchVerdict:
+def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore, policy: GatePolicy) -> BenchVerdict:
     diff = candidate.score - reference.score
     se_method, se = _standard_error(reference, candidate)
     low, high = diff - policy.z * se, diff + policy.z * se
@@ -90,32 +53,45 @@ def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore,
     error = f"{se_method} SE {se:.3f}"
     if policy.rule == "classic":
         verdict = "PASS" if diff >= floor else "FAIL"
-        reason = (f"{scores}: {'within' if verdict == 'PASS' else 'beyond'} the allowed drop of "
-                  f"{policy.max_drop:.3f}")
+        reason = f"{scores}: {'within' if verdict == 'PASS' else 'beyond'} the allowed drop of {policy.max_drop:.3f}"
     elif high < floor:
         verdict, reason = "FAIL", f"{scores}: {interval} ({error}) lies below -{policy.max_drop:.3f}, a real drop"
     elif low >= floor:
         verdict, reason = "PASS", f"{scores}: {interval} ({error}) lies above -{policy.max_drop:.3f}"
     else:
         verdict = "INCONCLUSIVE"
-        reason = (f"{scores}: too noisy to decide: n={_sizes(reference, candidate)} gives SE ≈ {se:.3f} "
-                  f"({se_method}); {interval} straddles -{policy.max_drop:.3f}"
-                  f"{_needed(reference.n, se, diff, policy)}")
-    return BenchVerdict(benchmark=benchmark, verdict=verdict, rule=policy.rule, se_method=se_method, diff=diff,
-                        se=se, ci_low=low, ci_high=high, reason=reason)
+        reason = (
+            f"{scores}: too noisy to decide: n={_sizes(reference, candidate)} gives SE ≈ {se:.3f} "
+            f"({se_method}); {interval} straddles -{policy.max_drop:.3f}"
+            f"{_needed(reference.n, se, diff, policy)}"
+        )
+    return BenchVerdict(
+        benchmark=benchmark,
+        verdict=verdict,
+        rule=policy.rule,
+        se_method=se_method,
+        diff=diff,
+        se=se,
+        ci_low=low,
+        ci_high=high,
+        reason=reason,
+    )
 
 
 def judge_perf(level: PerfRatio, policy: GatePolicy) -> PerfVerdict:
     worst = min(level.output_throughput, level.total_token_throughput)
     verdict = "PASS" if worst >= policy.perf_min_ratio - EPS else "FAIL"
-    reason = (f"concurrency {level.max_concurrency}, in {level.input_len} / out {level.output_len}: "
-              f"output throughput {level.output_throughput:.0%}, total {level.total_token_throughput:.0%} "
-              f"of reference ({'≥' if verdict == 'PASS' else '<'} {policy.perf_min_ratio:.0%})")
+    reason = (
+        f"concurrency {level.max_concurrency}, in {level.input_len} / out {level.output_len}: "
+        f"output throughput {level.output_throughput:.0%}, total {level.total_token_throughput:.0%} "
+        f"of reference ({'≥' if verdict == 'PASS' else '<'} {policy.perf_min_ratio:.0%})"
+    )
     return PerfVerdict(level=level, verdict=verdict, reason=reason)
 
 
 def perf_ratios(reference: list[PerfResult], candidate: list[PerfResult]) -> list[PerfRatio]:
     """Candidate / reference throughput per (concurrency, input_len, output_len) level."""
+
     def key(r: PerfResult) -> tuple[int, int, int]:
         return r.max_concurrency, r.input_len, r.output_len
 
@@ -125,14 +101,19 @@ def perf_ratios(reference: list[PerfResult], candidate: list[PerfResult]) -> lis
         raise ValueError(f"levels differ: reference {sorted(ref)}, candidate {sorted(cand)}")
     if any(r.output_throughput <= 0 or r.total_token_throughput <= 0 for r in reference):
         raise ValueError("a reference level has no throughput to compare against")
-    return [PerfRatio(max_concurrency=k[0], input_len=k[1], output_len=k[2],
-                      output_throughput=cand[k].output_throughput / ref[k].output_throughput,
-                      total_token_throughput=cand[k].total_token_throughput / ref[k].total_token_throughput)
-            for k in sorted(ref)]
+    return [
+        PerfRatio(
+            max_concurrency=k[0],
+            input_len=k[1],
+            output_len=k[2],
+            output_throughput=cand[k].output_throughput / ref[k].output_throughput,
+            total_token_throughput=cand[k].total_token_throughput / ref[k].total_token_throughput,
+        )
+        for k in sorted(ref)
+    ]
 
 
-def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRatio],
-           policy: GatePolicy) -> GateReport:
+def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRatio], policy: GatePolicy) -> GateReport:
     """`accuracy` maps a benchmark to its (reference, candidate) scores."""
     if not accuracy and not perf:
         raise ValueError("nothing to gate on: no benchmark and no perf level")
@@ -140,7 +121,9 @@ def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRa
     levels = [judge_perf(level, policy) for level in perf]
     failed = [b.benchmark for b in benches if b.verdict == "FAIL"] + [
         f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
-        for p in levels if p.verdict == "FAIL"]
+        for p in levels
+        if p.verdict == "FAIL"
+    ]
     unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"]
     if failed:
         verdict, reason = "FAIL", f"failed: {', '.join(failed)}"
@@ -177,3 +160,34 @@ def _needed(n: int, se: float, diff: float, policy: GatePolicy) -> str:
     if distance < EPS:
         return ""
     return f"; about {math.ceil(n * (policy.z * se / distance) ** 2)} questions would decide it at this difference"
+
+
+def gate_inputs(
+    sides: dict[str, SideResult], baseline: Baseline | None
+) -> tuple[dict[str, tuple[BenchScore, BenchScore]], list[PerfRatio], dict[str, str]]:
+    """Accuracy pairs per benchmark and perf ratios of the flaggems side, with what each is
+    compared against. Accuracy: the baseline where it has that benchmark, else the native
+    side of this run (paired per question). Speed: the native side, level by level."""
+    native, candidate = sides["native"], sides["flaggems"]
+    pairs, against = {}, {}
+    for name, result in candidate.accuracy.items():
+        if baseline is not None and name in baseline.benchmarks:
+            pairs[name] = (bench_score(baseline, name), _score(result))
+            against[name] = f"baseline {baseline.stack}"
+        else:
+            pairs[name] = (_score(native.accuracy[name]), _score(result))
+            against[name] = "native side of this run"
+    ratios = perf_ratios(native.perf, candidate.perf) if candidate.perf else []
+    return pairs, ratios, against
+
+
+def judge(
+    sides: dict[str, SideResult], baseline: Baseline | None, policy: GatePolicy
+) -> tuple[GateReport, dict[str, str]]:
+    """The gate's report on measured sides, and what each accuracy check compared against."""
+    pairs, ratios, against = gate_inputs(sides, baseline)
+    return decide(pairs, ratios, policy), against
+
+
+def _score(result: AccuracyResult) -> BenchScore:
+    return BenchScore(score=result.score, n=result.n, per_question=result.per_question())

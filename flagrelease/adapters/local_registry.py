@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -33,7 +34,7 @@ class LocalRegistry:
         except httpx.HTTPError:
             return False
 
-    def start(self, *, detach: bool = False) -> "LocalRegistry":
+    def start(self, *, detach: bool = False) -> LocalRegistry:
         """Start the registry unless one already answers there; wait until it does."""
         if self.answering():
             return self
@@ -46,9 +47,14 @@ class LocalRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.yml"
         config.write_text(yaml.safe_dump(self._config()))
-        log = open(self.root / "registry.log", "ab")
-        self._proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
-                                      stdin=subprocess.DEVNULL, start_new_session=detach)
+        with open(self.root / "registry.log", "ab") as log:  # the child keeps its own copy
+            self._proc = subprocess.Popen(
+                [binary, "serve", str(config)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.answering():
@@ -58,8 +64,10 @@ class LocalRegistry:
             time.sleep(0.1)
         tail = (self.root / "registry.log").read_text(errors="replace")[-800:]
         self.stop()
-        raise ServiceError(f"local registry on {self.address} did not start:\n{tail}",
-                           fix=f"free port {self.port} or pass --registry HOST:PORT")
+        raise ServiceError(
+            f"local registry on {self.address} did not start:\n{tail}",
+            fix=f"free port {self.port} or pass --registry HOST:PORT",
+        )
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -70,8 +78,8 @@ class LocalRegistry:
                 self._proc.kill()
         self._proc = None
 
-    def _config(self) -> dict:
-        config = {
+    def _config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn"},
             "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}, "delete": {"enabled": True}},

@@ -17,15 +17,14 @@ import json
 import math
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from flagrelease.adapters.serve_client import loopback_url
 from flagrelease.errors import ConfigError, ServiceError
-from flagrelease.serve_client import loopback_url
-
-Kind = Literal["multiple_choice", "exact_match"]
+from flagrelease.results import AccuracyResult, Kind, QuestionResult
 
 
 class Question(BaseModel):
@@ -41,32 +40,13 @@ class Dataset(BaseModel):
     questions: list[Question]
 
 
-class QuestionResult(BaseModel):
-    id: str
-    expected: str
-    answer: str
-    correct: bool
-    attempts: int
-
-
-class AccuracyResult(BaseModel):
-    benchmark: str
-    kind: Kind
-    n: int
-    correct: int
-    score: float
-    se: float  # binomial: sqrt(p(1-p)/n)
-    settings: dict[str, Any]
-    results: list[QuestionResult]
-
-    def per_question(self) -> dict[str, float]:
-        return {r.id: float(r.correct) for r in self.results}
-
-
 def load_dataset(path: Path, name: str, kind: Kind) -> Dataset:
     if not path.is_file():
-        raise ConfigError(f"dataset {name} not found at {path}", where=f"bench.accuracy[{name}].path",
-                          fix="create the JSONL file or point the benchmark at it")
+        raise ConfigError(
+            f"dataset {name} not found at {path}",
+            where=f"bench.accuracy[{name}].path",
+            fix="create the JSONL file or point the benchmark at it",
+        )
     questions = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -74,10 +54,13 @@ def load_dataset(path: Path, name: str, kind: Kind) -> Dataset:
         try:
             q = Question.model_validate_json(line)
         except ValidationError as err:
-            raise ConfigError(f"dataset line is not a question: {err.errors()[0]['msg']}",
-                              where=f"{path}:{number}") from None
+            raise ConfigError(
+                f"dataset line is not a question: {err.errors()[0]['msg']}", where=f"{path}:{number}"
+            ) from None
         if kind == "multiple_choice" and (not q.choices or q.answer not in _letters(len(q.choices))):
-            raise ConfigError(f"question {q.id} needs choices and an answer letter among them", where=f"{path}:{number}")
+            raise ConfigError(
+                f"question {q.id} needs choices and an answer letter among them", where=f"{path}:{number}"
+            )
         questions.append(q)
     if not questions:
         raise ConfigError(f"dataset {name} has no questions", where=str(path))
@@ -91,7 +74,9 @@ def _letters(n: int) -> list[str]:
 def prompt(q: Question) -> str:
     if q.choices is None:
         return f"{q.question}\nAnswer with the final answer only."
-    options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(_letters(len(q.choices)), q.choices))
+    options = "\n".join(
+        f"{letter}. {choice}" for letter, choice in zip(_letters(len(q.choices)), q.choices, strict=True)
+    )
     return f"{q.question}\n{options}\nAnswer with the letter of the correct choice only."
 
 
@@ -116,10 +101,20 @@ def grade(q: Question, reply: str) -> tuple[str, bool]:
     return answer, answer.strip().lower() == q.answer.strip().lower()
 
 
-async def evaluate(base_url: str, model: str, dataset: Dataset, *, engine: str, concurrency: int = 4,
-                   retries: int = 2, max_tokens: int = 8, timeout_s: float = 120.0) -> AccuracyResult:
+async def evaluate(
+    base_url: str,
+    model: str,
+    dataset: Dataset,
+    *,
+    engine: str,
+    concurrency: int = 4,
+    retries: int = 2,
+    max_tokens: int = 8,
+    timeout_s: float = 120.0,
+) -> AccuracyResult:
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=loopback_url(base_url), timeout=timeout_s, trust_env=False) as client:
+
         async def one(q: Question) -> QuestionResult:
             async with gate:
                 return await _ask(client, model, q, engine, retries, max_tokens)
@@ -129,17 +124,33 @@ async def evaluate(base_url: str, model: str, dataset: Dataset, *, engine: str, 
     n = len(results)
     p = correct / n
     return AccuracyResult(
-        benchmark=dataset.name, kind=dataset.kind, n=n, correct=correct, score=p, se=math.sqrt(p * (1 - p) / n),
-        settings={"model": model, "engine": engine, "concurrency": concurrency, "retries": retries,
-                  "max_tokens": max_tokens, "temperature": 0.0},
+        benchmark=dataset.name,
+        kind=dataset.kind,
+        n=n,
+        correct=correct,
+        score=p,
+        se=math.sqrt(p * (1 - p) / n),
+        settings={
+            "model": model,
+            "engine": engine,
+            "concurrency": concurrency,
+            "retries": retries,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+        },
         results=list(results),
     )
 
 
-async def _ask(client: httpx.AsyncClient, model: str, q: Question, engine: str, retries: int,
-               max_tokens: int) -> QuestionResult:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt(q)}], "temperature": 0.0,
-            "max_tokens": max_tokens} | constraint(engine, q)
+async def _ask(
+    client: httpx.AsyncClient, model: str, q: Question, engine: str, retries: int, max_tokens: int
+) -> QuestionResult:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt(q)}],
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+    } | constraint(engine, q)
     last_error = ""
     for attempt in range(1, retries + 2):
         try:
@@ -151,8 +162,10 @@ async def _ask(client: httpx.AsyncClient, model: str, q: Question, engine: str, 
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
             last_error = f"{type(err).__name__}: {err}"
             await asyncio.sleep(0.2 * attempt)
-    raise ServiceError(f"question {q.id} failed after {retries + 1} attempts: {last_error}",
-                       where=f"{client.base_url}/v1/chat/completions")
+    raise ServiceError(
+        f"question {q.id} failed after {retries + 1} attempts: {last_error}",
+        where=f"{client.base_url}/v1/chat/completions",
+    )
 
 
 def run(base_url: str, model: str, dataset: Dataset, **kwargs: Any) -> AccuracyResult:

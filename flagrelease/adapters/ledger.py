@@ -1,25 +1,22 @@
 """A local SQLite index of releases, for listing and looking them up quickly.
 
-It is derived data: the release.json records in the artifact store are the source
-of truth, and `rebuild` refills the ledger from them. Each record is kept whole,
-so fields added to records later (perf, accuracy, gate) are shown without a
-schema change; only the fields used to filter and look up get columns.
+It is derived data: the release records in the artifact store are the source
+of truth, and `rebuild` refills the ledger from them. Each record is kept whole
+(as release.json holds it), so fields added to records later are shown without
+a schema change; only the fields used to filter and look up get columns.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from flagrelease.errors import ConfigError
-
-QUALIFIED = "released"
-_REQUIRED = ("run_id", "started", "cell", "model", "chip", "status")
+from flagrelease.record import QUALIFIED, ReleaseRecord, Status
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS releases (
@@ -54,7 +51,7 @@ class LedgerRow:
     cell: str
     model: str
     chip: str
-    status: str
+    status: Status
     registry: str | None
     repository: str | None
     tags: tuple[str, ...]
@@ -76,21 +73,20 @@ class Ledger:
         with closing(sqlite3.connect(self.path)) as conn, conn:
             yield conn
 
-    def record(self, release_json: dict) -> None:
+    def record(self, record: ReleaseRecord) -> None:
         """Add a release, or replace the one with the same run_id."""
         with self._transaction() as conn:
-            _put(conn, release_json)
+            _put(conn, record)
 
-    def rebuild(self, records: Iterable[dict]) -> None:
+    def rebuild(self, records: Iterable[ReleaseRecord]) -> None:
         """Empty the ledger and refill it from `records`; on a bad record it is left as it was."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM release_tags")
             conn.execute("DELETE FROM releases")
-            for release_json in records:
-                _put(conn, release_json)
+            for record in records:
+                _put(conn, record)
 
-    def list(self, model: str | None = None, chip: str | None = None,
-             qualified: bool | None = None) -> list[LedgerRow]:
+    def list(self, model: str | None = None, chip: str | None = None, qualified: bool | None = None) -> list[LedgerRow]:
         """Releases, newest first; `qualified` keeps only released (True) or only other (False) runs."""
         clauses, args = [], []
         for column, value in (("model", model), ("chip", chip)):
@@ -103,13 +99,13 @@ class Ledger:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._transaction() as conn:
             found = conn.execute(f"SELECT record FROM releases {where} ORDER BY started DESC, run_id DESC", args)
-            return [_row(json.loads(text)) for (text,) in found]
+            return [_row(ReleaseRecord.parse(text, str(self.path))) for (text,) in found]
 
     def latest_qualified(self, model: str, chip: str) -> LedgerRow | None:
         rows = self.list(model=model, chip=chip, qualified=True)
         return rows[0] if rows else None
 
-    def show(self, ref: str) -> dict:
+    def show(self, ref: str) -> ReleaseRecord:
         """The whole record of a run, by run_id, `repo:tag` or `repo@sha256:...`.
 
         `repo` may include the registry host. Several runs can share a digest (a
@@ -117,13 +113,17 @@ class Ledger:
         """
         query, args = _lookup(ref)
         with self._transaction() as conn:
-            found = conn.execute(f"SELECT record FROM releases WHERE {query} ORDER BY started DESC LIMIT 1",
-                                 args).fetchone()
+            found = conn.execute(
+                f"SELECT record FROM releases WHERE {query} ORDER BY started DESC LIMIT 1", args
+            ).fetchone()
         if found is None:
-            raise ConfigError(f"no release {ref!r} in the ledger", where=str(self.path),
-                              fix="give a run id, REPO:TAG or REPO@sha256:...; "
-                                  "rebuild the ledger from the artifact store if it is out of date")
-        return json.loads(found[0])
+            raise ConfigError(
+                f"no release {ref!r} in the ledger",
+                where=str(self.path),
+                fix="give a run id, REPO:TAG or REPO@sha256:...; "
+                "rebuild the ledger from the artifact store if it is out of date",
+            )
+        return ReleaseRecord.parse(found[0], str(self.path))
 
 
 def _lookup(ref: str) -> tuple[str, list[str]]:
@@ -137,38 +137,49 @@ def _lookup(ref: str) -> tuple[str, list[str]]:
     return "run_id = ?", [ref]
 
 
-def _put(conn: sqlite3.Connection, record: dict) -> None:
-    missing = [field for field in _REQUIRED if not record.get(field)]
-    if missing:
-        raise ConfigError(f"release record {record.get('run_id', '?')} lacks {', '.join(missing)}",
-                          fix="correct or remove that release.json in the artifact store, then rebuild")
-    publish = record.get("publish") or {}
-    image = record.get("image") or {}
-    run_id = record["run_id"]
-    conn.execute("DELETE FROM release_tags WHERE run_id = ?", (run_id,))
-    conn.execute("DELETE FROM releases WHERE run_id = ?", (run_id,))
+def _put(conn: sqlite3.Connection, record: ReleaseRecord) -> None:
+    publish, image = record.publish, record.image
+    conn.execute("DELETE FROM release_tags WHERE run_id = ?", (record.run_id,))
+    conn.execute("DELETE FROM releases WHERE run_id = ?", (record.run_id,))
     conn.execute(
         "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (run_id, _utc(record["started"]).isoformat(timespec="microseconds"), record["model"], record["chip"],
-         record["status"], publish.get("registry"), publish.get("repository"), publish.get("digest"),
-         image.get("repository"), json.dumps(record)),
+        (
+            record.run_id,
+            _utc(record.started).isoformat(timespec="microseconds"),
+            record.model,
+            record.chip,
+            record.status,
+            publish.registry if publish else None,
+            publish.repository if publish else None,
+            publish.digest if publish else None,
+            image.repository if image else None,
+            record.to_json(),
+        ),
     )
-    conn.executemany("INSERT OR IGNORE INTO release_tags VALUES (?, ?)",
-                     [(run_id, tag) for tag in publish.get("tags", [])])
+    conn.executemany(
+        "INSERT OR IGNORE INTO release_tags VALUES (?, ?)",
+        [(record.run_id, tag) for tag in (publish.tags if publish else [])],
+    )
 
 
-def _utc(started: str) -> datetime:
-    """Records write UTC with 'Z'; accept any offset, and no offset as UTC."""
-    when = datetime.fromisoformat(started)
-    return when.replace(tzinfo=when.tzinfo or timezone.utc).astimezone(timezone.utc)
+def _utc(started: datetime) -> datetime:
+    """Records write UTC; any offset is converted, and no offset is taken as UTC."""
+    return started.replace(tzinfo=started.tzinfo or UTC).astimezone(UTC)
 
 
-def _row(record: dict) -> LedgerRow:
-    publish = record.get("publish") or {}
-    image = record.get("image") or {}
+def _row(record: ReleaseRecord) -> LedgerRow:
+    publish, image = record.publish, record.image
     return LedgerRow(
-        run_id=record["run_id"], started=_utc(record["started"]), cell=record["cell"], model=record["model"],
-        chip=record["chip"], status=record["status"], registry=publish.get("registry"),
-        repository=publish.get("repository"), tags=tuple(publish.get("tags", [])), digest=publish.get("digest"),
-        image_id=image.get("image_id"), pins=dict(record.get("pins", {})),
+        run_id=record.run_id,
+        started=_utc(record.started),
+        cell=record.cell,
+        model=record.model,
+        chip=record.chip,
+        status=record.status,
+        registry=publish.registry if publish else None,
+        repository=publish.repository if publish else None,
+        tags=tuple(publish.tags if publish else ()),
+        digest=publish.digest if publish else None,
+        image_id=image.image_id if image else None,
+        pins=dict(record.pins),
     )

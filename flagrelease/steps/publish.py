@@ -21,12 +21,13 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from flagrelease import docker_engine
+from flagrelease.adapters import docker_engine
+from flagrelease.adapters.local_registry import LocalRegistry
+from flagrelease.adapters.registry import RegistryClient
+from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_credentials
 from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
-from flagrelease.local_registry import LocalRegistry
 from flagrelease.naming import check_tag
-from flagrelease.registry import RegistryClient
-from flagrelease.registry_auth import RegistryCredentials, resolve_credentials
+from flagrelease.results import PublishResult
 from flagrelease.settings import DEFAULT_REGISTRY_PORT, Settings
 
 STAGING_PREFIX = "staging-"
@@ -43,18 +44,6 @@ class PublishItem(BaseModel):
     aliases: list[str] = []
 
 
-class PublishResult(BaseModel):
-    registry: str
-    repository: str
-    tags: list[str]  # the release tag, then the aliases
-    digest: str
-    seconds: float
-
-    @property
-    def pull_ref(self) -> str:
-        return f"{self.registry}/{self.repository}@{self.digest}"
-
-
 def resolve_registry(settings: Settings) -> str:
     """The configured registry, checked; with none configured, a local one (started if needed)."""
     registry = settings.registry
@@ -65,8 +54,9 @@ def resolve_registry(settings: Settings) -> str:
     return registry
 
 
-def push_release(client, image_id: str, registry: str, repository: str, tag: str,
-                 aliases: Sequence[str] = (), on_line=print) -> PublishResult:
+def push_release(
+    client, image_id: str, registry: str, repository: str, tag: str, aliases: Sequence[str] = (), on_line=print
+) -> PublishResult:
     """Push `image_id` as registry/repository:tag, then point the aliases at it.
 
     `repository` excludes the registry host. An alias that fails raises; the release tag stands.
@@ -114,12 +104,15 @@ def publish_set(client, items: Sequence[PublishItem], registry: str, on_line=pri
             left = _roll_back(api, staged, released, on_line)
             cause = err.problem if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
             if left:
-                raise ServiceError(f"publishing the set failed ({cause}) and these tags could not be removed: "
-                                   + "; ".join(left), where=registry,
-                                   fix="delete them before releasing the set again") from err
+                raise ServiceError(
+                    f"publishing the set failed ({cause}) and these tags could not be removed: " + "; ".join(left),
+                    where=registry,
+                    fix="delete them before releasing the set again",
+                ) from err
             if isinstance(err, FlagReleaseError):
-                raise ServiceError(f"none of the {len(items)} images was released: {cause}", where=err.where,
-                                   fix=err.fix) from err
+                raise ServiceError(
+                    f"none of the {len(items)} images was released: {cause}", where=err.where, fix=err.fix
+                ) from err
             raise
         for item, digest in staged:
             _move_aliases(api, item, digest, on_line)
@@ -148,13 +141,18 @@ def _refuse_existing(api: RegistryClient, item: PublishItem) -> None:
         )
 
 
-def _push(client, api: RegistryClient, credentials: RegistryCredentials, item: PublishItem, tag: str,
-          on_line) -> str:
+def _push(client, api: RegistryClient, credentials: RegistryCredentials, item: PublishItem, tag: str, on_line) -> str:
     """docker push image as repository:tag; the digest, once the registry serves the same one."""
     remote = f"{api.registry}/{item.repository}"
     docker_engine.tag(client, item.image_id, remote, tag)
     on_line(f"pushing {remote}:{tag}")
-    digest = docker_engine.push(client, remote, tag, credentials, on_line)
+    try:
+        digest = docker_engine.push(client, remote, tag, credentials, on_line)
+    except ServiceError:
+        # dockerd reports a registry that went away and one that refuses alike, inside the
+        # stream: ask the registry itself (ServiceUnavailable when it is down, so retried).
+        api.check()
+        raise
     _verify(api, item, tag, digest, "the push")
     return digest
 
@@ -169,8 +167,7 @@ def _verify(api: RegistryClient, item: PublishItem, tag: str, digest: str, what:
     served = api.manifest_digest(item.repository, tag)
     if served != digest:
         remote = f"{api.registry}/{item.repository}"
-        raise ServiceError(f"registry serves {served} for {remote}:{tag}, but {what} reported {digest}",
-                           where=remote)
+        raise ServiceError(f"registry serves {served} for {remote}:{tag}, but {what} reported {digest}", where=remote)
 
 
 def _move_aliases(api: RegistryClient, item: PublishItem, digest: str, on_line) -> None:
@@ -178,16 +175,20 @@ def _move_aliases(api: RegistryClient, item: PublishItem, digest: str, on_line) 
         _set_tag(api, item, digest, alias, on_line)
 
 
-def _roll_back(api: RegistryClient, staged: list[tuple[PublishItem, str]], released: list[PublishItem],
-               on_line) -> list[str]:
+def _roll_back(
+    api: RegistryClient, staged: list[tuple[PublishItem, str]], released: list[PublishItem], on_line
+) -> list[str]:
     """Delete the manifests a failed set pushed; the tags that had to stay, and why."""
     left = []
     for item, digest in staged:
         ours = {STAGING_PREFIX + item.tag} | ({item.tag} if item in released else set())
         try:
             # Deleting by digest drops every tag on it: spare a manifest some other tag still needs.
-            shared = [t for t in api.tags(item.repository)
-                      if t not in ours and api.manifest_digest(item.repository, t) == digest]
+            shared = [
+                t
+                for t in api.tags(item.repository)
+                if t not in ours and api.manifest_digest(item.repository, t) == digest
+            ]
             if not shared:
                 api.delete_manifest(item.repository, digest)
                 on_line(f"rolled back {api.registry}/{item.repository}@{digest}")
@@ -200,5 +201,10 @@ def _roll_back(api: RegistryClient, staged: list[tuple[PublishItem, str]], relea
 
 
 def _result(registry: str, item: PublishItem, digest: str, started: float) -> PublishResult:
-    return PublishResult(registry=registry, repository=item.repository, tags=[item.tag, *item.aliases],
-                         digest=digest, seconds=time.monotonic() - started)
+    return PublishResult(
+        registry=registry,
+        repository=item.repository,
+        tags=[item.tag, *item.aliases],
+        digest=digest,
+        seconds=time.monotonic() - started,
+    )

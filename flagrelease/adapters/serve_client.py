@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from flagrelease.loopback import is_loopback
+from flagrelease.adapters.loopback import is_loopback
 
 
 def loopback_url(base_url: str) -> str:
@@ -26,7 +26,7 @@ class ServeClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "ServeClient":
+    def __enter__(self) -> ServeClient:
         return self
 
     def __exit__(self, *exc) -> None:

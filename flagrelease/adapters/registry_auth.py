@@ -38,11 +38,11 @@ class RegistryCredentials(BaseModel):
 
     def basic(self) -> tuple[str, str] | None:
         """(username, password) for HTTP basic auth."""
-        return None if self.anonymous else (self.username, self._password())
+        return None if self.username is None else (self.username, self._password())
 
     def auth_config(self) -> dict[str, str] | None:
         """docker push's auth_config (sent to dockerd as X-Registry-Auth)."""
-        return None if self.anonymous else {"username": self.username, "password": self._password()}
+        return None if self.username is None else {"username": self.username, "password": self._password()}
 
     def _password(self) -> str:
         return self.password.get_secret_value() if self.password else ""
@@ -59,8 +59,9 @@ def resolve_credentials(registry: str, env: Mapping[str, str] | None = None) -> 
                 where="environment",
                 fix="set both, or neither to use the Docker config (`docker login`)",
             )
-        return RegistryCredentials(username=username, password=SecretStr(password),
-                                   source=f"{USERNAME_VAR}/{PASSWORD_VAR}")
+        return RegistryCredentials(
+            username=username, password=SecretStr(password), source=f"{USERNAME_VAR}/{PASSWORD_VAR}"
+        )
     return _from_docker_config(registry, _docker_config_path(env))
 
 
@@ -80,8 +81,11 @@ def _from_docker_config(registry: str, path: Path) -> RegistryCredentials:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read the Docker config: {type(err).__name__}", where=str(path),
-                          fix="repair the file or remove it and `docker login` again") from None
+        raise ConfigError(
+            f"cannot read the Docker config: {type(err).__name__}",
+            where=str(path),
+            fix="repair the file or remove it and `docker login` again",
+        ) from None
     for key, entry in (config.get("auths") or {}).items():
         if _host(key) == registry and isinstance(entry, dict) and entry.get("auth"):
             # The error never quotes the value: it is the password.
@@ -90,10 +94,12 @@ def _from_docker_config(registry: str, path: Path) -> RegistryCredentials:
             except (binascii.Error, UnicodeDecodeError):
                 sep = ""
             if not (sep and username):
-                raise ConfigError(f"auths.{key}.auth is not base64 of 'username:password'", where=str(path),
-                                  fix=f"`docker login {registry}` again")
-            return RegistryCredentials(username=username, password=SecretStr(password),
-                                       source=f"{path} (auths.{key})")
+                raise ConfigError(
+                    f"auths.{key}.auth is not base64 of 'username:password'",
+                    where=str(path),
+                    fix=f"`docker login {registry}` again",
+                )
+            return RegistryCredentials(username=username, password=SecretStr(password), source=f"{path} (auths.{key})")
     helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
     if helper:
         return RegistryCredentials(

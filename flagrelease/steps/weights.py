@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flagrelease import modelscope_hub
+from flagrelease.adapters import modelscope_hub
 from flagrelease.errors import ConfigError
 from flagrelease.schema import Cell
 
@@ -34,13 +34,17 @@ def ensure_weights(cell: Cell, target: Path, s3_endpoint_url: str | None = None)
         return path
     if weights.source == "s3":
         return download_from_s3(cell, target, s3_endpoint_url)
-    return modelscope_hub.download(weights.modelscope_id, weights.revision, target,
-                                   where=f"models.{cell.model_id}.weights")
+    assert weights.modelscope_id is not None  # the schema requires it for this source
+    return modelscope_hub.download(
+        weights.modelscope_id, weights.revision, target, where=f"models.{cell.model_id}.weights"
+    )
 
 
 def download_from_s3(cell: Cell, target: Path, endpoint_url: str | None) -> Path:
     """Every object under the weights URI, into `target`."""
-    from flagrelease.artifact_store import download_prefix
+    from flagrelease.adapters.artifact_store import download_prefix
 
-    return download_prefix(cell.model.weights.uri, target, where=f"models.{cell.model_id}.weights.uri",
-                           endpoint_url=endpoint_url)
+    assert cell.model.weights.uri is not None  # the schema requires it for this source
+    return download_prefix(
+        cell.model.weights.uri, target, where=f"models.{cell.model_id}.weights.uri", endpoint_url=endpoint_url
+    )

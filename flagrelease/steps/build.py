@@ -12,32 +12,17 @@ import hashlib
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from flagrelease import docker_engine
-from flagrelease.base_image import BaseImageResult
-from flagrelease.render import BuildContext
+from flagrelease.adapters import docker_engine
+from flagrelease.results import BaseImageResult, ImageRef
 from flagrelease.schema import Cell
 from flagrelease.settings import BuildSettings
+from flagrelease.steps.render import BuildContext
 
 CONTEXT_HASH_LABEL = "org.flagos.context-hash"
 BASE_ID_LABEL = "org.opencontainers.image.base.digest"
-
-
-class ImageRef(BaseModel):
-    image_id: str
-    repository: str
-    tag: str
-    labels: dict[str, str]
-    reused: bool
-    seconds: float
-
-    @property
-    def ref(self) -> str:
-        return f"{self.repository}:{self.tag}"
 
 
 def build_labels(ctx: BuildContext, base: BaseImageResult, now: datetime) -> dict[str, str]:
@@ -59,8 +44,9 @@ def build_labels(ctx: BuildContext, base: BaseImageResult, now: datetime) -> dic
 
 def _project_revision() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -71,24 +57,53 @@ def build_tag(ctx: BuildContext, base: BaseImageResult) -> str:
     return "build-" + hashlib.sha256(f"{ctx.context_hash}\0{base.image_id}".encode()).hexdigest()[:20]
 
 
-def build_image(client, cell: Cell, ctx: BuildContext, base: BaseImageResult, build: BuildSettings, *,
-                repository: str, tag: str, now: datetime | None = None, on_line=print) -> ImageRef:
+def build_image(
+    client,
+    cell: Cell,
+    ctx: BuildContext,
+    base: BaseImageResult,
+    build: BuildSettings,
+    *,
+    repository: str,
+    tag: str,
+    now: datetime | None = None,
+    on_line=print,
+) -> ImageRef:
     started = time.monotonic()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     key = build_tag(ctx, base)
     existing = docker_engine.image_id(client, f"{repository}:{key}")
     if existing:
         on_line(f"context {ctx.context_hash[:12]} already built as {existing[:19]}; reusing it")
         docker_engine.tag(client, existing, repository, tag)
-        return ImageRef(image_id=existing, repository=repository, tag=tag, reused=True,
-                        labels=docker_engine.image_labels(client, existing), seconds=time.monotonic() - started)
+        return ImageRef(
+            image_id=existing,
+            repository=repository,
+            tag=tag,
+            reused=True,
+            labels=docker_engine.image_labels(client, existing),
+            seconds=time.monotonic() - started,
+        )
     labels = build_labels(ctx, base, now)
     with tempfile.TemporaryDirectory() as tmp:
         secrets = _secret_files(build, Path(tmp))
-        image_id = docker_engine.build(build.docker_cli, ctx.path, tags=[f"{repository}:{tag}", f"{repository}:{key}"],
-                                       labels=labels, secrets=secrets, platform=cell.chip.platform, on_line=on_line)
-    return ImageRef(image_id=image_id, repository=repository, tag=tag, reused=False,
-                    labels=docker_engine.image_labels(client, image_id), seconds=time.monotonic() - started)
+        image_id = docker_engine.build(
+            build.docker_cli,
+            ctx.path,
+            tags=[f"{repository}:{tag}", f"{repository}:{key}"],
+            labels=labels,
+            secrets=secrets,
+            platform=cell.chip.platform,
+            on_line=on_line,
+        )
+    return ImageRef(
+        image_id=image_id,
+        repository=repository,
+        tag=tag,
+        reused=False,
+        labels=docker_engine.image_labels(client, image_id),
+        seconds=time.monotonic() - started,
+    )
 
 
 def _secret_files(build: BuildSettings, tmp: Path) -> dict[str, Path]:

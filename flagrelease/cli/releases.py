@@ -9,17 +9,18 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flagrelease.cli_common import JsonOpt, MatrixOpt, fail, out
+from flagrelease.cli.common import JsonOpt, MatrixOpt, fail, out
 from flagrelease.errors import ConfigError, FlagReleaseError
 from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.settings import load_settings
 
-releases_app = typer.Typer(help="The release ledger: what was released, where, and whether it qualified.",
-                           no_args_is_help=True)
+releases_app = typer.Typer(
+    help="The release ledger: what was released, where, and whether it qualified.", no_args_is_help=True
+)
 
 
 def _ledger():
-    from flagrelease.ledger import Ledger
+    from flagrelease.adapters.ledger import Ledger
 
     return Ledger(load_settings().ledger_path)
 
@@ -40,16 +41,31 @@ def releases_list(
     except FlagReleaseError as err:
         fail(err, as_json)
     if as_json:
-        print(json.dumps([{"run_id": r.run_id, "started": r.started.isoformat(), "cell": r.cell, "status": r.status,
-                           "image": f"{r.registry}/{r.repository}" if r.repository else None, "tags": list(r.tags),
-                           "digest": r.digest} for r in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.run_id,
+                        "started": r.started.isoformat(),
+                        "cell": r.cell,
+                        "status": r.status,
+                        "image": f"{r.registry}/{r.repository}" if r.repository else None,
+                        "tags": list(r.tags),
+                        "digest": r.digest,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"{len(rows)} release(s)")
     for column in ("run", "started (UTC)", "cell", "status", "tags", "digest"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(r.run_id, r.started.strftime("%Y-%m-%d %H:%M"), r.cell, r.status, ", ".join(r.tags),
-                      (r.digest or "-")[:19])
+        table.add_row(
+            r.run_id, r.started.strftime("%Y-%m-%d %H:%M"), r.cell, r.status, ", ".join(r.tags), (r.digest or "-")[:19]
+        )
     out.print(table)
 
 
@@ -60,7 +76,7 @@ def releases_show(ref: str = typer.Argument(..., help="run id, or image as REPO:
     Example: flagrelease releases show 127.0.0.1:5000/flagrelease/flagrelease-cpu-release-...:latest
     """
     try:
-        print(json.dumps(_ledger().show(ref), indent=2))
+        print(_ledger().show(ref).to_json(), end="")
     except FlagReleaseError as err:
         fail(err, False)
 
@@ -78,9 +94,11 @@ def releases_latest(
     try:
         row = _ledger().latest_qualified(model, chip)
         if row is None:
-            raise ConfigError(f"no qualified release of {model} x {chip} in the ledger",
-                              where=str(load_settings().ledger_path),
-                              fix="release the cell, or `flagrelease releases rebuild` from the artifact store")
+            raise ConfigError(
+                f"no qualified release of {model} x {chip} in the ledger",
+                where=str(load_settings().ledger_path),
+                fix="release the cell, or `flagrelease releases rebuild` from the artifact store",
+            )
     except FlagReleaseError as err:
         fail(err, as_json)
     ref = f"{row.registry}/{row.repository}@{row.digest}"
@@ -92,7 +110,7 @@ def releases_rebuild(
     source: str = typer.Option("local", help="rebuild from the `local` results or from `s3` (FLAGRELEASE_S3_URL)"),
 ) -> None:
     """Rebuild the ledger from the JSON records in an artifact store (they are the source of truth)."""
-    from flagrelease.artifact_store import store_from_settings
+    from flagrelease.adapters.artifact_store import store_from_settings
 
     try:
         settings = load_settings()
@@ -111,29 +129,29 @@ def card(
     run_dir: Path = typer.Argument(..., help="a released run's results directory"),
     matrix: Optional[Path] = MatrixOpt,
     modelscope_repo: Optional[str] = typer.Option(
-        None, "--publish-modelscope", help="also upload the card as README.md of this ModelScope model repo"),
+        None, "--publish-modelscope", help="also upload the card as README.md of this ModelScope model repo"
+    ),
 ) -> None:
     """(Re)write a released run's model card from its record, optionally publishing it to ModelScope.
 
     Example: flagrelease card ~/.local/share/flagrelease/results/tiny-llama--cpu/<run>
     """
-    from flagrelease.baseline import load_baseline
-    from flagrelease.card import write_card
+    from flagrelease.baseline import reference_for
+    from flagrelease.record import ReleaseRecord
+    from flagrelease.steps.card import write_card
 
     try:
-        record = json.loads((run_dir / "release.json").read_text())
+        record = ReleaseRecord.load(run_dir)
         matrix_file = load_matrix(find_matrix(matrix))
-        [cell] = select(matrix_file, chip=record["chip"], model=record["model"])
-        plan = cell.model.bench
-        baseline = load_baseline(matrix_file.source.parent / plan.reference) if plan.reference else None
-        path = write_card(run_dir, cell, baseline)
+        [cell] = select(matrix_file, chip=record.chip, model=record.model)
+        path = write_card(run_dir, cell, reference_for(cell, matrix_file))
         if modelscope_repo:
-            from flagrelease.modelscope_hub import publish_card
+            from flagrelease.adapters.modelscope_hub import publish_card
 
             publish_card(path, modelscope_repo)
-    except FileNotFoundError as err:
-        fail(ConfigError(f"no release record at {err.filename}", where=str(run_dir)), False)
     except FlagReleaseError as err:
         fail(err, False)
-    out.print(f"card written to {path}" + (f" and published to modelscope.cn/models/{modelscope_repo}"
-                                          if modelscope_repo else ""))
+    out.print(
+        f"card written to {path}"
+        + (f" and published to modelscope.cn/models/{modelscope_repo}" if modelscope_repo else "")
+    )

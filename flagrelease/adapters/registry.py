@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import httpx
 
-from flagrelease.errors import ServiceError
-from flagrelease.loopback import is_loopback
-from flagrelease.registry_auth import PASSWORD_VAR, USERNAME_VAR, RegistryCredentials
+from flagrelease.adapters.loopback import is_loopback
+from flagrelease.adapters.registry_auth import PASSWORD_VAR, USERNAME_VAR, RegistryCredentials
+from flagrelease.errors import ServiceError, ServiceUnavailable
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
 def base_url(registry: str) -> str:
@@ -44,7 +46,7 @@ class RegistryClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "RegistryClient":
+    def __enter__(self) -> RegistryClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -54,7 +56,7 @@ class RegistryClient:
         try:
             return self._http.request(method, url, **kwargs)
         except httpx.HTTPError as err:
-            raise ServiceError(
+            raise ServiceUnavailable(
                 f"registry {self.registry} cannot be reached: {type(err).__name__}: {err}",
                 where=f"--registry / FLAGRELEASE_REGISTRY = {self.registry}",
                 fix="start the registry or correct its address (omit --registry to use a local one)",
@@ -63,27 +65,36 @@ class RegistryClient:
     def _unauthorized(self) -> ServiceError:
         source = self.credentials.source
         if self.credentials.anonymous:
-            return ServiceError(f"registry {self.registry} requires credentials and none were found ({source})",
-                                where=self.registry,
-                                fix=f"set {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}`")
-        return ServiceError(f"registry {self.registry} refused the credentials from {source} (HTTP 401)",
-                            where=self.registry,
-                            fix=f"correct {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}` again")
+            return ServiceError(
+                f"registry {self.registry} requires credentials and none were found ({source})",
+                where=self.registry,
+                fix=f"set {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}`",
+            )
+        return ServiceError(
+            f"registry {self.registry} refused the credentials from {source} (HTTP 401)",
+            where=self.registry,
+            fix=f"correct {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}` again",
+        )
 
     def _checked(self, response: httpx.Response, action: str) -> httpx.Response:
         if response.status_code == 401:
             raise self._unauthorized()
         if response.is_error:
-            raise ServiceError(f"registry {self.registry} refused to {action}: HTTP {response.status_code} "
-                               f"{_registry_message(response)}", where=self.registry)
+            kind = ServiceUnavailable if response.status_code >= 500 else ServiceError
+            raise kind(
+                f"registry {self.registry} refused to {action}: HTTP {response.status_code} "
+                f"{_registry_message(response)}",
+                where=self.registry,
+            )
         return response
 
     def check(self) -> None:
         """Fail early, before anything is built, when the registry cannot take a push."""
         response = self._checked(self._send("GET", "/v2/"), "answer the /v2/ ping")
         if response.status_code != 200:
-            raise ServiceError(f"registry {self.registry} answered /v2/ with HTTP {response.status_code}",
-                               where=self.registry)
+            raise ServiceError(
+                f"registry {self.registry} answered /v2/ with HTTP {response.status_code}", where=self.registry
+            )
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """Digest of repository:tag, or None when the tag does not exist."""
@@ -97,10 +108,19 @@ class RegistryClient:
 
         The manifest's bytes are copied unchanged, so its digest cannot change.
         """
-        got = self._checked(self._send("GET", f"/v2/{repository}/manifests/{digest}",
-                                       headers={"Accept": MANIFEST_TYPES}), f"read {repository}@{digest}")
-        self._checked(self._send("PUT", f"/v2/{repository}/manifests/{tag}", content=got.content,
-                                 headers={"Content-Type": got.headers["Content-Type"]}), f"tag {repository}:{tag}")
+        got = self._checked(
+            self._send("GET", f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_TYPES}),
+            f"read {repository}@{digest}",
+        )
+        self._checked(
+            self._send(
+                "PUT",
+                f"/v2/{repository}/manifests/{tag}",
+                content=got.content,
+                headers={"Content-Type": got.headers["Content-Type"]},
+            ),
+            f"tag {repository}:{tag}",
+        )
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest, and with it every tag in `repository` that points at it."""

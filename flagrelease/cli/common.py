@@ -32,11 +32,20 @@ def print_gate(report, against: dict[str, str]) -> None:
         table.add_column(column, overflow="fold")
     colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
     for v in report.accuracy:
-        table.add_row(v.benchmark, against.get(v.benchmark, "-"), f"{v.diff:+.3f}",
-                      f"{v.se:.3f} ({v.se_method})", f"[{colour[v.verdict]}]{v.verdict}")
+        table.add_row(
+            v.benchmark,
+            against.get(v.benchmark, "-"),
+            f"{v.diff:+.3f}",
+            f"{v.se:.3f} ({v.se_method})",
+            f"[{colour[v.verdict]}]{v.verdict}",
+        )
     for p in report.perf:
         level = p.level
-        table.add_row(f"perf c={level.max_concurrency} {level.input_len}/{level.output_len}",
-                      "native side of this run", f"out {level.output_throughput:.0%} / total "
-                      f"{level.total_token_throughput:.0%}", "-", f"[{colour[p.verdict]}]{p.verdict}")
+        table.add_row(
+            f"perf c={level.max_concurrency} {level.input_len}/{level.output_len}",
+            "native side of this run",
+            f"out {level.output_throughput:.0%} / total {level.total_token_throughput:.0%}",
+            "-",
+            f"[{colour[p.verdict]}]{p.verdict}",
+        )
     out.print(table)

@@ -1,0 +1,218 @@
+"""`flagrelease build` and `flagrelease release`: run cells of the matrix through the release flow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from flagrelease import naming
+from flagrelease.cli.common import (
+    ChipOpt,
+    JsonOpt,
+    MatrixOpt,
+    ModelOpt,
+    err_console,
+    fail,
+    out,
+    print_gate,
+)
+from flagrelease.cli.matrix import show_plan
+from flagrelease.compat import ensure_compatible
+from flagrelease.errors import FlagReleaseError
+from flagrelease.matrix import expand, find_matrix, load_matrix, select
+from flagrelease.settings import load_settings
+
+RegistryOpt = typer.Option(
+    None,
+    "--registry",
+    envvar="FLAGRELEASE_REGISTRY",
+    help="HOST:PORT to push to; default: a local registry on 127.0.0.1:5000, started if needed",
+)
+PushOpt = typer.Option(True, "--push/--no-push", help="push to the registry when the gate passed")
+SmokeOpt = typer.Option(180.0, "--smoke-timeout", help="seconds a serve stack gets to become ready")
+DryRunOpt = typer.Option(False, "--dry-run", help="print the resolved plan and stop")
+
+
+def build(
+    model: str = ModelOpt,
+    chip: str = ChipOpt,
+    matrix: Optional[Path] = MatrixOpt,
+    registry: Optional[str] = RegistryOpt,
+    push: bool = PushOpt,
+    smoke_timeout: float = SmokeOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build, smoke-test, benchmark, gate and push one cell per selected chip.
+
+    Examples:
+      flagrelease build --model tiny-llama --chip cpu
+      flagrelease build --model qwen3-4b --chip ascend --registry harbor.example.com --json
+    """
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+
+
+def release(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="only this model"),
+    chip: Optional[str] = typer.Option(None, "--chip", "-c", help="only this chip id or vendor family"),
+    matrix: Optional[Path] = MatrixOpt,
+    registry: Optional[str] = RegistryOpt,
+    push: bool = PushOpt,
+    smoke_timeout: float = SmokeOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Release the whole matrix (or the cells matching --model/--chip), one cell after another.
+
+    A cell that fails does not stop the others; the exit code is the worst cell's.
+    Examples:
+      flagrelease release --dry-run
+      flagrelease release --chip ascend --registry harbor.example.com
+    """
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+
+
+def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json) -> None:
+    try:
+        matrix_file = load_matrix(find_matrix(matrix))
+        cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
+        ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
+        if dry_run:
+            show_plan(cells, matrix_file, load_settings().build)
+            return
+    except FlagReleaseError as err:
+        fail(err, as_json)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
+    # Prefect loads here, not at start-up.
+    from flows.release_cell import SetMember, release_cell, release_set
+
+    records, failures = [], []
+    for group in _sets(cells) if push else [[cell] for cell in cells]:
+        together = len(group) > 1  # a multi-arch set: pushed all or nothing, after every cell passed
+        built = []
+        for cell in group:
+            try:
+                built.append(
+                    release_cell(
+                        model=cell.model_id,
+                        chip=cell.chip_id,
+                        matrix=str(matrix) if matrix else None,
+                        registry=registry,
+                        push=push,
+                        smoke_timeout_s=smoke_timeout,
+                        defer_push=together,
+                    )
+                )
+            except FlagReleaseError as err:
+                failures.append(err)
+                if err.record is not None:
+                    built.append(err.record)
+        if together:
+            results_dir = load_settings().results_dir
+            try:
+                published = release_set(
+                    [SetMember.of(r, matrix_file, results_dir) for r in built], matrix=str(matrix) if matrix else None
+                )
+                for record, (result, reports) in zip(built, published, strict=True):
+                    record.status, record.publish, record.reports = "released", result, reports
+            except FlagReleaseError as err:
+                failures.append(err)
+        records += built
+    if as_json:
+        print(json.dumps([_summary(r) for r in records], indent=2))
+    else:
+        _print_table(records)
+    for failure in failures:
+        err_console.print(f"[bold red]error:[/] {failure.render()}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(max(failure.exit_code for failure in failures))
+
+
+def _sets(cells) -> list[list]:
+    """Cells grouped into multi-arch sets (same model and pins but the arch), in matrix order."""
+    groups: dict[str, list] = {}
+    for cell in cells:
+        groups.setdefault(naming.set_key(cell), []).append(cell)
+    return list(groups.values())
+
+
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _summary(record) -> dict:
+    return {
+        "cell": record.cell,
+        "status": record.status,
+        "image": record.image.ref if record.image else None,
+        "image_id": record.image.image_id if record.image else None,
+        "reused": record.image.reused if record.image else None,
+        "tags": record.publish.tags if record.publish else [],
+        "repository": f"{record.publish.registry}/{record.publish.repository}" if record.publish else None,
+        "digest": record.publish.digest if record.publish else None,
+        "smoke": {
+            "passed": record.smoke.passed,
+            "ready_seconds": record.smoke.ready_seconds,
+            "models": record.smoke.models,
+            "usage": record.smoke.usage,
+        }
+        if record.smoke
+        else None,
+        "gate": {
+            "verdict": record.gate.verdict,
+            "release": record.gate.release,
+            "reason": record.gate.reason,
+            "accuracy": {
+                v.benchmark: {
+                    "verdict": v.verdict,
+                    "diff": v.diff,
+                    "se": v.se,
+                    "against": record.compared_against.get(v.benchmark),
+                }
+                for v in record.gate.accuracy
+            },
+            "perf_levels_failed": sum(p.verdict == "FAIL" for p in record.gate.perf),
+        }
+        if record.gate
+        else None,
+        "timings": record.timings,
+        "stores": [c.model_dump() for c in record.reports.stores] if record.reports else [],
+        "card": str(record.reports.card) if record.reports and record.reports.card else None,
+        "run_id": record.run_id,
+    }
+
+
+def _print_table(records) -> None:
+    """One block per cell: image names are too long for a column layout."""
+    for r in records:
+        table = Table(title=f"{r.cell}: {r.status}", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("image", r.image.ref if r.image else "-")
+        table.add_row(
+            "built", ("reused " if r.image and r.image.reused else "") + (r.image.image_id[:19] if r.image else "-")
+        )
+        table.add_row("pull", r.publish.pull_ref if r.publish else "-")
+        if r.smoke:
+            table.add_row(
+                "smoke",
+                f"passed, ready in {r.smoke.ready_seconds:.1f} s, {r.smoke.usage.get('completion_tokens')} tokens"
+                if r.smoke.passed
+                else f"failed: {r.smoke.error}",
+            )
+        table.add_row("seconds", "  ".join(f"{k} {v}" for k, v in r.timings.items()))
+        for copy in r.reports.stores if r.reports else []:
+            table.add_row(
+                "stored",
+                f"{copy.files} files in {copy.store}" if copy.ok else f"[yellow]not in {copy.store}: {copy.error}",
+            )
+        out.print(table)
+        if r.gate:
+            print_gate(r.gate, r.compared_against)

@@ -1,0 +1,154 @@
+"""The typed values the pipeline steps return, and a release record is made of.
+
+They live apart from the steps so that the record, the ledger, the card and the
+CLI can read a run without importing the code that produced it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from flagrelease.perf_metrics import PerfResult
+
+Kind = Literal["multiple_choice", "exact_match"]
+Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
+
+
+class BaseImageResult(BaseModel):
+    ref: str
+    image_id: str
+    made: bool
+    seconds: float
+
+
+class ImageRef(BaseModel):
+    image_id: str
+    repository: str
+    tag: str
+    labels: dict[str, str]
+    reused: bool
+    seconds: float
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class SmokeResult(BaseModel):
+    passed: bool
+    error: str | None = None
+    container: str
+    host_port: int | None = None
+    ready_seconds: float | None = None
+    seconds: float
+    models: list[str] = []
+    reply: str = ""
+    usage: dict[str, Any] = {}
+    log: str = ""  # the container log; stored as smoke.log beside release.json
+
+
+class QuestionResult(BaseModel):
+    id: str
+    expected: str
+    answer: str
+    correct: bool
+    attempts: int
+
+
+class AccuracyResult(BaseModel):
+    benchmark: str
+    kind: Kind
+    n: int
+    correct: int
+    score: float
+    se: float  # binomial: sqrt(p(1-p)/n)
+    settings: dict[str, Any]
+    # Per-question records; stored beside release.json (accuracy-<side>-<name>.jsonl), not in it.
+    results: list[QuestionResult] = []
+
+    def per_question(self) -> dict[str, float]:
+        return {r.id: float(r.correct) for r in self.results}
+
+
+class SideResult(BaseModel):
+    side: str
+    use_flaggems: bool
+    ready_seconds: float
+    perf: list[PerfResult]  # per level, the median-throughput repeat
+    perf_repeats: list[list[PerfResult]] = []  # every repeat as measured; stored as perf-<side>.json
+    accuracy: dict[str, AccuracyResult]
+    seconds: float
+
+
+class BenchScore(BaseModel):
+    score: float = Field(ge=0, le=1)
+    n: int = Field(ge=1)
+    per_question: dict[str, float] | None = None  # question id -> correctness in [0, 1]
+
+    @model_validator(mode="after")
+    def _n_matches_questions(self) -> BenchScore:
+        if self.per_question is not None and len(self.per_question) != self.n:
+            raise ValueError(f"n={self.n} but {len(self.per_question)} per-question results")
+        return self
+
+
+class BenchVerdict(BaseModel):
+    benchmark: str
+    verdict: Verdict
+    rule: Literal["classic", "statistical"]
+    se_method: Literal["paired", "unpaired"]
+    diff: float  # candidate - reference
+    se: float
+    ci_low: float
+    ci_high: float
+    reason: str
+
+
+class PerfRatio(BaseModel):
+    max_concurrency: int
+    input_len: int
+    output_len: int
+    output_throughput: float  # candidate / reference
+    total_token_throughput: float
+
+
+class PerfVerdict(BaseModel):
+    level: PerfRatio
+    verdict: Literal["PASS", "FAIL"]
+    reason: str
+
+
+class GateReport(BaseModel):
+    verdict: Verdict
+    release: bool
+    reason: str
+    accuracy: list[BenchVerdict]
+    perf: list[PerfVerdict]
+
+
+class PublishResult(BaseModel):
+    registry: str
+    repository: str
+    tags: list[str]  # the release tag, then the aliases
+    digest: str
+    seconds: float
+
+    @property
+    def pull_ref(self) -> str:
+        return f"{self.registry}/{self.repository}@{self.digest}"
+
+
+class StoredCopy(BaseModel):
+    store: str
+    ok: bool
+    files: int
+    error: str | None = None
+
+
+class ReportResult(BaseModel):
+    card: Path | None
+    stores: list[StoredCopy]
+    ledger: Path

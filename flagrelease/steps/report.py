@@ -1,0 +1,90 @@
+"""Report step: a run's raw results, record, card and copies in every artifact store.
+
+`save_run` writes the raw results beside the record (container log, every perf
+trace, every per-question record, the perf plot) and then release.json naming
+them. `publish_reports` adds the card for a released run, copies the run to
+every store and tells the ledger. S3 being down does not undo a release: the
+local copy stays and the result says what failed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flagrelease.adapters.artifact_store import publish_artifacts, store_from_settings
+from flagrelease.adapters.ledger import Ledger
+from flagrelease.baseline import reference_for
+from flagrelease.errors import ConfigError
+from flagrelease.record import RECORD_FILE, ReleaseRecord
+from flagrelease.results import QuestionResult, ReportResult, SideResult, StoredCopy
+from flagrelease.schema import Cell, MatrixFile
+from flagrelease.settings import Settings
+from flagrelease.steps.accuracy import write_records
+from flagrelease.steps.card import write_card
+from flagrelease.steps.loadgen import plot_sweep
+
+SMOKE_LOG = "smoke.log"
+PLOT = "perf.png"
+
+
+def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
+    """Write the run's raw results and its release.json; the run directory."""
+    out = record.directory(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    if record.smoke is not None:
+        (out / SMOKE_LOG).write_text(record.smoke.log)
+        files["smoke"] = SMOKE_LOG
+    for side, result in record.bench.items():
+        raw = f"perf-{side}.json"
+        (out / raw).write_text(
+            json.dumps([[json.loads(r.model_dump_json()) for r in run] for run in result.perf_repeats], indent=1)
+        )
+        files[f"perf-{side}"] = raw
+        for name, acc in result.accuracy.items():
+            path = f"accuracy-{side}-{name}.jsonl"
+            write_records(acc, out / path)
+            files[f"accuracy-{side}-{name}"] = path
+    if any(r.perf for r in record.bench.values()):
+        plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT)
+        files["plot"] = PLOT
+    record.files = files
+    record.save(out)
+    return out
+
+
+def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
+    """The record's bench sides with their per-question records read back from their files."""
+    sides = {}
+    for side, result in record.bench.items():
+        accuracy = {}
+        for name, acc in result.accuracy.items():
+            rel = record.files.get(f"accuracy-{side}-{name}")
+            if rel is None:
+                raise ConfigError(
+                    f"run {record.run_id} names no per-question file for {side}/{name}",
+                    where=str(run_dir / RECORD_FILE),
+                    fix="restore the run from the artifact store",
+                )
+            try:
+                lines = (run_dir / rel).read_text().splitlines()
+            except OSError as err:
+                raise ConfigError(f"cannot read {rel}: {err.strerror}", where=str(run_dir / rel)) from None
+            accuracy[name] = acc.model_copy(
+                update={"results": [QuestionResult.model_validate_json(line) for line in lines if line]}
+            )
+        sides[side] = result.model_copy(update={"accuracy": accuracy})
+    return sides
+
+
+def publish_reports(
+    run_dir: Path, cell: Cell, matrix: MatrixFile, settings: Settings, *, released: bool
+) -> ReportResult:
+    card = write_card(run_dir, cell, reference_for(cell, matrix)) if released else None
+    stores = store_from_settings(settings.s3_url, settings.s3_endpoint_url, settings.results_dir)
+    copies = [
+        StoredCopy(store=r.store, ok=r.ok, files=len(r.keys), error=r.error) for r in publish_artifacts(run_dir, stores)
+    ]
+    Ledger(settings.ledger_path).record(ReleaseRecord.load(run_dir))
+    return ReportResult(card=card, stores=copies, ledger=settings.ledger_path)
