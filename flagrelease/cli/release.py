@@ -37,6 +37,12 @@ RegistryOpt = typer.Option(
 PushOpt = typer.Option(True, "--push/--no-push", help="push to the registry when the gate passed")
 SmokeOpt = typer.Option(180.0, "--smoke-timeout", help="seconds a serve stack gets to become ready")
 DryRunOpt = typer.Option(False, "--dry-run", help="print the resolved plan and stop")
+ForceOpt = typer.Option(
+    False,
+    "--force",
+    help="build and measure again, even when the registry holds a release of the same release key "
+    "or a failed run could be resumed",
+)
 
 
 def build(
@@ -48,14 +54,17 @@ def build(
     smoke_timeout: float = SmokeOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Build, smoke-test, benchmark, gate and push one cell per selected chip.
 
+    A cell whose release key the registry already serves is reported `unchanged` (nothing
+    built, run or pushed); a failed run of the same key is resumed where it stopped.
     Examples:
       flagrelease build --model tiny-llama --chip cpu
       flagrelease build --model qwen3-4b --chip ascend --registry harbor.example.com --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json, force)
 
 
 def release(
@@ -67,6 +76,7 @@ def release(
     smoke_timeout: float = SmokeOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Release the whole matrix (or the cells matching --model/--chip), one cell after another.
 
@@ -75,10 +85,10 @@ def release(
       flagrelease release --dry-run
       flagrelease release --chip ascend --registry harbor.example.com
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json, force)
 
 
-def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json) -> None:
+def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json, force) -> None:
     try:
         matrix_file = load_matrix(find_matrix(matrix))
         cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
@@ -108,19 +118,21 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, 
                         push=push,
                         smoke_timeout_s=smoke_timeout,
                         defer_push=together,
+                        force=force,
                     )
                 )
             except FlagReleaseError as err:
                 failures.append(err)
                 if err.record is not None:
                     built.append(err.record)
-        if together:
+        pending = [r for r in built if r.status != "unchanged"]  # released already, each by its key
+        if together and pending:
             results_dir = load_settings().results_dir
             try:
                 published = release_set(
-                    [SetMember.of(r, matrix_file, results_dir) for r in built], matrix=str(matrix) if matrix else None
+                    [SetMember.of(r, matrix_file, results_dir) for r in pending], matrix=str(matrix) if matrix else None
                 )
-                for record, (result, reports) in zip(built, published, strict=True):
+                for record, (result, reports) in zip(pending, published, strict=True):
                     record.status, record.publish, record.reports = "released", result, reports
             except FlagReleaseError as err:
                 failures.append(err)
@@ -148,15 +160,22 @@ def _interrupt(signum, _frame) -> None:
 
 
 def _summary(record) -> dict:
+    # Where to pull the cell from: what this run published, or the release it found unchanged.
+    published = record.publish or record.unchanged
     return {
         "cell": record.cell,
         "status": record.status,
         "image": record.image.ref if record.image else None,
         "image_id": record.image.image_id if record.image else None,
         "reused": record.image.reused if record.image else None,
-        "tags": record.publish.tags if record.publish else [],
-        "repository": f"{record.publish.registry}/{record.publish.repository}" if record.publish else None,
-        "digest": record.publish.digest if record.publish else None,
+        "tags": record.publish.tags if record.publish else [record.unchanged.tag] if record.unchanged else [],
+        "repository": f"{published.registry}/{published.repository}" if published else None,
+        "digest": published.digest if published else None,
+        "release_key": record.release_key,
+        "unchanged": record.unchanged.model_dump() if record.unchanged else None,
+        "resumed_from": record.resumed_from,
+        "taken_over": record.reused,
+        "stack": record.stack.model_dump() if record.stack else None,
         "smoke": {
             "passed": record.smoke.passed,
             "ready_seconds": record.smoke.ready_seconds,
@@ -199,7 +218,15 @@ def _print_table(records) -> None:
         table.add_row(
             "built", ("reused " if r.image and r.image.reused else "") + (r.image.image_id[:19] if r.image else "-")
         )
-        table.add_row("pull", r.publish.pull_ref if r.publish else "-")
+        published = r.publish or r.unchanged
+        table.add_row("pull", published.pull_ref if published else "-")
+        if r.unchanged:
+            by = f" by run {r.unchanged.run_id}" if r.unchanged.run_id else ""
+            table.add_row("unchanged", f"released as {r.unchanged.tag}{by}; nothing built, run or pushed")
+        if r.resumed_from:
+            table.add_row("resumed", f"from run {r.resumed_from}, taking over {', '.join(r.reused)}")
+        if r.stack:
+            table.add_row("stack", f"{r.stack.origin} {r.stack.ref}")
         if r.smoke:
             table.add_row(
                 "smoke",

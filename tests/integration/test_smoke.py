@@ -134,7 +134,7 @@ def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docke
 
 
 def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging_image, cell, docker_client, tmp_path):
-    """The derived image carries our labels (context hash included) but is not our build."""
+    """The derived image carries our labels (release key included) but is not our build."""
     from flagrelease.settings import Settings
     from flagrelease.steps import base_image, build, render
 
@@ -142,9 +142,22 @@ def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging
     settings = Settings()
     ctx = render.render_context(cell, matrix, settings.build, tmp_path / "ctx")
     base = base_image.ensure_base(docker_client, cell.chip, cell.chip_id, ctx.base_image, tmp_path, lambda _: None)
+    stack_repository = "flagrelease/" + ctx.stack.repository_name
+    stack = build.ensure_stack(
+        docker_client, cell, ctx, base, settings.build, repository=stack_repository, registry=None, on_line=print
+    )
+    assert stack.origin == "local" and stack.key == released["stack"]["key"]
     repository = released["image"].rsplit(":", 1)[0]
     image = build.build_image(
-        docker_client, cell, ctx, base, settings.build, repository=repository, tag="reuse-test", on_line=lambda _: None
+        docker_client,
+        cell,
+        ctx,
+        stack,
+        settings.build,
+        repository=repository,
+        tag="reuse-test",
+        release_key=released["release_key"],
+        on_line=lambda _: None,
     )
     assert image.reused and image.image_id == released["image_id"] != hanging_image
     docker_client.images.remove(f"{repository}:reuse-test")
