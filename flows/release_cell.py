@@ -355,7 +355,8 @@ def release_cell(
         raise
     finally:
         run_dir = report.save_run(record, settings.results_dir)
-        if not interrupted:  # no uploads while the user is stopping us
+        # No uploads while the user is stopping us; an unchanged cell is no release to report.
+        if not interrupted and record.status != "unchanged":
             record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
         create_markdown_artifact(
             key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
