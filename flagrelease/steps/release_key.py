@@ -102,6 +102,8 @@ def _file_digest(path: Path, where: str) -> str:
 def tree_fingerprint(root: Path, digest_cache: Path) -> str:
     """sha256 over every file's relative path and content digest under `root`.
 
+    Hidden files and directories are left out: they are the downloaders' bookkeeping
+    (ModelScope's `.msc`/`.mv`, lock files), which changes without the weights changing.
     Multi-GB weights must not be re-read on every run: a file's digest is kept in
     `digest_cache` with its size and mtime and recomputed only when either changed
     (git's index makes the same bet).
@@ -109,7 +111,7 @@ def tree_fingerprint(root: Path, digest_cache: Path) -> str:
     known = _read_cache(digest_cache)
     seen: dict[str, list] = {}
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in _visible_files(root):
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
         entry = known.get(str(path))
@@ -120,6 +122,13 @@ def tree_fingerprint(root: Path, digest_cache: Path) -> str:
     if any(known.get(name) != entry for name, entry in seen.items()):
         _write_cache(digest_cache, known | seen)
     return digest.hexdigest()
+
+
+def _visible_files(root: Path) -> list[Path]:
+    def visible(path: Path) -> bool:
+        return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+    return sorted(p for p in root.rglob("*") if p.is_file() and visible(p))
 
 
 def _read_cache(path: Path) -> dict[str, list]:
