@@ -32,7 +32,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from matplotlib.figure import Figure
 
 from flagrelease.adapters.serve_client import loopback_url
 from flagrelease.errors import ServiceError
@@ -133,6 +132,8 @@ def sweep(
 def plot_sweep(results: list[PerfResult] | dict[str, list[PerfResult]], path: Path | str) -> None:
     """PNG: output throughput and mean TTFT against concurrency, one line per shape
     (and per series, e.g. native vs. flaggems, when given a mapping of them)."""
+    from matplotlib.figure import Figure  # here: half a second of import a no-op run does not need
+
     series = results if isinstance(results, dict) else {"": results}
     fig = Figure(figsize=(11, 4), layout="constrained")  # no pyplot: no global figure state
     throughput, ttft = fig.subplots(1, 2)

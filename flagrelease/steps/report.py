@@ -16,6 +16,7 @@ from flagrelease.adapters.artifact_store import publish_artifacts, store_from_se
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
 from flagrelease.errors import ConfigError
+from flagrelease.perf_metrics import PerfResult
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.results import QuestionResult, ReportResult, SideResult, StoredCopy
 from flagrelease.schema import Cell, MatrixFile
@@ -55,27 +56,43 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
 
 
 def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
-    """The record's bench sides with their per-question records read back from their files."""
+    """The record's bench sides with their per-question records and every perf repeat read
+    back from their files."""
     sides = {}
     for side, result in record.bench.items():
         accuracy = {}
         for name, acc in result.accuracy.items():
-            rel = record.files.get(f"accuracy-{side}-{name}")
-            if rel is None:
-                raise ConfigError(
-                    f"run {record.run_id} names no per-question file for {side}/{name}",
-                    where=str(run_dir / RECORD_FILE),
-                    fix="restore the run from the artifact store",
-                )
-            try:
-                lines = (run_dir / rel).read_text().splitlines()
-            except OSError as err:
-                raise ConfigError(f"cannot read {rel}: {err.strerror}", where=str(run_dir / rel)) from None
+            lines = _read(run_dir, record, f"accuracy-{side}-{name}").splitlines()
             accuracy[name] = acc.model_copy(
                 update={"results": [QuestionResult.model_validate_json(line) for line in lines if line]}
             )
-        sides[side] = result.model_copy(update={"accuracy": accuracy})
+        repeats = [
+            [PerfResult.model_validate(level) for level in run]
+            for run in json.loads(_read(run_dir, record, f"perf-{side}") or "[]")
+        ]
+        sides[side] = result.model_copy(update={"accuracy": accuracy, "perf_repeats": repeats})
     return sides
+
+
+def load_raw(run_dir: Path, record: ReleaseRecord) -> ReleaseRecord:
+    """The record as it was before it was saved: raw results (smoke log, perf repeats,
+    per-question records) read back from the files beside release.json."""
+    smoke = record.smoke.model_copy(update={"log": _read(run_dir, record, "smoke")}) if record.smoke else None
+    return record.model_copy(update={"smoke": smoke, "bench": load_sides(run_dir, record)})
+
+
+def _read(run_dir: Path, record: ReleaseRecord, role: str) -> str:
+    rel = record.files.get(role)
+    if rel is None:
+        raise ConfigError(
+            f"run {record.run_id} names no file for {role}",
+            where=str(run_dir / RECORD_FILE),
+            fix="restore the run from the artifact store",
+        )
+    try:
+        return (run_dir / rel).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {rel}: {err.strerror}", where=str(run_dir / rel)) from None
 
 
 def publish_reports(

@@ -76,6 +76,7 @@ def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tm
         registry.address,
         "--smoke-timeout",
         "0.01",
+        "--force",  # the registry holds this release key: without it, the cell is unchanged
         home=tmp_path,
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
