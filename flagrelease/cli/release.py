@@ -115,6 +115,8 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
     except FlagReleaseError as err:
         fail(err, as_json)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server's start needs more than Prefect's 20 s on a busy 2-core build host.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
     from flows.release_matrix import release_matrix
