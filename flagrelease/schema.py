@@ -33,6 +33,8 @@ SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$"
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
 # URLs reach shell commands inside builds: no quotes, `$`, backticks, `;`, `&` or spaces.
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/@%+-]+$")]
+# Prose for model cards and messages; bounded, it reaches no shell or Dockerfile.
+Prose = Annotated[str, StringConstraints(max_length=2000)]
 
 
 class Strict(BaseModel):
@@ -109,7 +111,7 @@ class Chip(Strict):
     template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+\.j2$")]
     runtime: Runtime = Runtime()
     stack: Stack
-    description: str = ""
+    description: Prose = ""
 
     @property
     def platform(self) -> str:
@@ -163,25 +165,60 @@ class Serve(Strict):
         return {engine: _scalar_args(args) for engine, args in v.items()}
 
 
-# Engine arguments become command-line flags via FlagScale, and hydra would resolve `${...}`:
-# plain text only, except a JSON object (vLLM's --compilation-config '{"full_cuda_graph": true}').
+# Engine arguments become command-line flags via FlagScale (0.8 joins them into shell command
+# lines on some launch paths), and hydra would resolve `${...}`: plain text only, or a JSON
+# object (vLLM's --compilation-config '{"full_cuda_graph": true}') whose keys and string
+# values are plain text too. Such an object is stored compact (no spaces), so that, even
+# unquoted in a shell line, it holds nothing but braces, brackets, commas, colons and
+# paired double quotes: no word splitting, no substitution, no second command.
 _ARG_TEXT = re.compile(r"^[A-Za-z0-9_.,:=/@+%-]*$")
+_JSON_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_JSON_MAX_DEPTH = 4
 
 
 def _scalar_args(args: dict[str, Any]) -> dict[str, Any]:
+    checked = {}
     for key, value in args.items():
         if not isinstance(value, (str, int, float, bool)):
             raise ValueError(f"engine argument {key} must be a scalar, got {type(value).__name__}")
-        if isinstance(value, str) and not (_ARG_TEXT.match(value) or _json_object(value)):
-            raise ValueError(f"engine argument {key}={value!r} holds characters that are not allowed")
-    return args
+        if isinstance(value, str) and not _ARG_TEXT.match(value):
+            value = _json_object(key, value)
+        checked[key] = value
+    return checked
 
 
-def _json_object(text: str) -> bool:
+def _json_object(key: str, text: str) -> str:
+    """A JSON-object engine argument, checked all the way down and written compact."""
     try:
-        return isinstance(json.loads(text), dict) and "${" not in text
+        parsed = json.loads(text)
     except ValueError:
-        return False
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(
+            f"engine argument {key} holds characters that are not allowed: use letters, digits and "
+            "_.,:=/@+%- only, or a JSON object"
+        )
+    _check_json(key, parsed, 1)
+    return json.dumps(parsed, separators=(",", ":"))
+
+
+def _check_json(key: str, value: Any, depth: int) -> None:
+    if depth > _JSON_MAX_DEPTH:
+        raise ValueError(f"engine argument {key}: JSON nested deeper than {_JSON_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for inner_key, inner in value.items():
+            if not _JSON_KEY.match(inner_key):
+                raise ValueError(
+                    f"engine argument {key}: JSON key {inner_key[:40]!r} may hold only letters, digits and _.-"
+                )
+            _check_json(key, inner, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_json(key, inner, depth + 1)
+    elif isinstance(value, str) and not _ARG_TEXT.match(value):
+        raise ValueError(
+            f"engine argument {key}: JSON string {value[:40]!r} may hold only letters, digits and _.,:=/@+%-"
+        )
 
 
 class PerfPlan(Strict):
@@ -200,7 +237,7 @@ class PerfPlan(Strict):
     repeats: Annotated[int, Field(ge=1, le=9)] = 1
     # Keep both sides' serve stacks up and alternate their repeats (needs room for two stacks).
     interleave: bool = False
-    request_timeout_s: float = 600.0
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AccuracyPlan(Strict):
@@ -217,9 +254,10 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rule: Literal["classic", "statistical"] = "statistical"
-    max_drop: float = 0.05
-    perf_min_ratio: float = 0.8
-    z: float = 1.96
+    # Accuracy is a fraction (0.72), so the margin is one too: 5 points is 0.05, never 5.
+    max_drop: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    perf_min_ratio: Annotated[float, Field(gt=0, le=10)] = 0.8
+    z: Annotated[float, Field(gt=0, le=10)] = 1.96
     inconclusive_blocks: bool = True
 
 
@@ -236,8 +274,8 @@ class Model(Strict):
     weights: Weights
     serve: Serve
     bench: BenchPlan = BenchPlan()
-    license: str = ""
-    description: str = ""
+    license: Prose = ""
+    description: Prose = ""
 
     @field_validator("served_model_name")
     @classmethod
@@ -308,17 +346,51 @@ class Requirement(BaseModel):
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    description: str
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    description: Prose
     when: dict[FactName, str | list[str]] = {}
     require: Requirement
+
+
+class CellOverrides(Strict):
+    """Deep-merged into the chip and model of the cells an include entry extends."""
+
+    chip: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+
+
+class ExcludeEntry(Strict):
+    """Removes every combination it matches on all the axes it names."""
+
+    chip: str | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _names_an_axis(self) -> ExcludeEntry:
+        if self.chip is None and self.model is None:
+            raise ValueError("an exclude entry names a chip, a model or both")
+        return self
+
+
+class IncludeEntry(Strict):
+    """Extends the combinations whose axes it matches, or adds a new cell (GitHub Actions)."""
+
+    chip: str | None = None
+    model: str | None = None
+    overrides: CellOverrides | None = None
+
+    @model_validator(mode="after")
+    def _names_an_axis(self) -> IncludeEntry:
+        if self.chip is None and self.model is None:
+            raise ValueError("an include entry names a chip, a model or both")
+        return self
 
 
 class MatrixAxes(Strict):
     chip: list[str]
     model: list[str]
-    include: list[dict[str, Any]] = []
-    exclude: list[dict[str, Any]] = []
+    include: list[IncludeEntry] = []
+    exclude: list[ExcludeEntry] = []
 
 
 class ReleaseDefaults(Strict):

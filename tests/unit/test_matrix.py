@@ -29,16 +29,18 @@ def test_project_matrix_loads_and_expands():
 
 
 def test_include_exclude_follow_github_actions_semantics():
+    patch = {"model": {"serve": {"engine_args": {"max_num_seqs": 2}}}}
     axes = MatrixAxes(
         chip=["a", "b"],
         model=["x", "y"],
         exclude=[{"chip": "b", "model": "y"}],
-        include=[{"chip": "a", "note": "extends a-x and a-y"}, {"chip": "c", "model": "z"}],
+        include=[{"chip": "a", "overrides": patch}, {"chip": "c", "model": "z"}],
     )
+    overrides = axes.include[0].overrides
     combos = combinations(axes)
     assert {"chip": "b", "model": "y"} not in combos
-    assert {"chip": "a", "model": "x", "note": "extends a-x and a-y"} in combos
-    assert {"chip": "a", "model": "y", "note": "extends a-x and a-y"} in combos
+    assert {"chip": "a", "model": "x", "overrides": overrides} in combos
+    assert {"chip": "a", "model": "y", "overrides": overrides} in combos
     assert {"chip": "b", "model": "x"} in combos
     assert {"chip": "c", "model": "z"} in combos
     assert len(combos) == 4
@@ -96,7 +98,7 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path):
 def test_matrix_axis_naming_undefined_chip(tmp_path):
     data = project_matrix()
     data["matrix"]["chip"].append("ghost")
-    with pytest.raises(ConfigError, match="matrix.chip lists 'ghost'"):
+    with pytest.raises(ConfigError, match=r"matrix.chip\[5\] names 'ghost', which is not defined under chips"):
         load_matrix(write(tmp_path, data))
 
 

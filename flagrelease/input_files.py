@@ -1,0 +1,135 @@
+"""Reading the files users hand us (matrix, baselines, release records) with bounded work.
+
+A file is refused before it is parsed when it is too large, not a regular file or not
+UTF-8 text; YAML is composed into its node graph first and refused when its aliases
+would expand it beyond a fixed number of nodes (a "billion laughs" document is a few
+hundred bytes that expand to gigabytes once merged, validated or printed). Only then is
+it turned into Python data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flagrelease.errors import ConfigError
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+# A 10,000-cell matrix is about 5,000 nodes; ordinary YAML aliases stay far below these.
+MAX_ALIASES = 10_000
+MAX_NODES = 500_000
+MAX_DEPTH = 64
+
+
+def read_bytes(path: Path, what: str, *, missing_fix: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, at most `max_bytes`; every failure a ConfigError naming the file."""
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{what} {path} is a directory, not a file", where=str(path), fix=missing_fix)
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist", where=str(path), fix=missing_fix) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}", where=str(path)) from None
+    if len(data) > max_bytes:
+        raise ConfigError(
+            f"{what} {path} is larger than {max_bytes // (1024 * 1024)} MiB",
+            where=str(path),
+            fix=f"is this the right file? a {what} is far smaller",
+        )
+    return data
+
+
+def read_text(path: Path, what: str, *, missing_fix: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> str:
+    data = read_bytes(path, what, missing_fix=missing_fix, max_bytes=max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x})",
+            where=f"{path}: byte {err.start}",
+            fix=f"pass the {what} itself, saved as UTF-8 text",
+        ) from None
+
+
+def load_yaml(path: Path, what: str, *, missing_fix: str | None = None) -> Any:
+    """Parse a YAML file with bounded size, alias count, expanded size and nesting depth."""
+    text = read_text(path, what, missing_fix=missing_fix)
+    loader = _CountingLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, path, what)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(
+            f"{what} is not valid YAML: {getattr(err, 'problem', None) or err}",
+            where=f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path),
+            fix="correct the YAML syntax at that line",
+        ) from None
+    except _TooLarge as err:
+        raise ConfigError(
+            f"{what} {err}; refused before validation",
+            where=str(path),
+            fix="write the entries out (or share them with `extends`) instead of nesting YAML aliases",
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{what} nests deeper than this parser can follow", where=str(path), fix="flatten the document"
+        ) from None
+    finally:
+        loader.dispose()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """SafeLoader that stops composing after MAX_ALIASES alias references."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _TooLarge(f"uses more than {MAX_ALIASES} YAML aliases")
+        return super().compose_node(parent, index)
+
+
+def _check_expanded_size(root: yaml.Node, path: Path, what: str) -> None:
+    """Count the nodes the document has once every alias is expanded (shared nodes counted
+    once per reference, each shared node visited once); refuse cycles and deep nesting."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _TooLarge("has an alias that refers to itself (a recursive structure)")
+        if depth > MAX_DEPTH:
+            raise _TooLarge(f"nests deeper than {MAX_DEPTH} levels")
+        open_nodes.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        if total > MAX_NODES:
+            raise _TooLarge(f"expands to more than {MAX_NODES} YAML nodes through its aliases")
+        sizes[key] = total
+        return total
+
+    size(root, 0)
