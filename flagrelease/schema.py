@@ -254,11 +254,19 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rule: Literal["classic", "statistical"] = "statistical"
-    # Accuracy is a fraction (0.72), so the margin is one too: 5 points is 0.05, never 5.
-    max_drop: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    max_drop: float = 0.05
     perf_min_ratio: Annotated[float, Field(gt=0, le=10)] = 0.8
     z: Annotated[float, Field(gt=0, le=10)] = 1.96
     inconclusive_blocks: bool = True
+
+    @field_validator("max_drop")
+    @classmethod
+    def _a_fraction(cls, v: float) -> float:
+        # Accuracy is a fraction (0.72), so the margin is one too: 5 points is 0.05, never 5.
+        if not 0 <= v < 1:
+            hint = f"; {v:g} looks like a percentage, which would be {v / 100:g}" if 1 <= v <= 100 else ""
+            raise ValueError(f"max_drop is a fraction of accuracy from 0 up to 1 (0.05 allows 5 points){hint}")
+        return v
 
 
 class BenchPlan(Strict):

@@ -4,6 +4,7 @@ a key is unknown."""
 
 from __future__ import annotations
 
+import difflib
 import types
 from collections.abc import Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -11,7 +12,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from flagrelease.errors import ConfigError, did_you_mean, excerpt
+from flagrelease.errors import ConfigError, excerpt
 
 SHOWN = 5
 
@@ -55,7 +56,10 @@ def _describe(error: ErrorDetails, model: type[BaseModel], prefix: Sequence[int 
         return f"unknown key {excerpt(error['loc'][-1])} in {key_path(loc[:-1]) or 'the top level'}"
     if error["type"] == "missing":
         return f"{key_path(loc)} is required"
-    return f"{key_path(loc) or 'the top level'}: {_message(error)} (got {excerpt(error['input'])})"
+    where = key_path(loc) or "the top level"
+    if error["type"] == "value_error":  # our own validators name the offending value themselves
+        return f"{where}: {_message(error)}"
+    return f"{where}: {_message(error)} (got {excerpt(error['input'])})"
 
 
 def _message(error: ErrorDetails) -> str:
@@ -69,8 +73,8 @@ def _fix(error: ErrorDetails, model: type[BaseModel]) -> str:
     allowed = allowed_keys(model, error["loc"][:-1])
     if not allowed:
         return "remove the key"
-    hint = did_you_mean(error["loc"][-1], allowed).strip()
-    return (f"{hint} " if hint else "") + "allowed keys here: " + ", ".join(allowed)
+    close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1, cutoff=0.6)
+    return (f"did you mean {close[0]!r}? " if close else "") + "allowed keys here: " + ", ".join(allowed)
 
 
 def allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:

@@ -39,6 +39,9 @@ from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
 from flagrelease.steps import base_image, bench, build, gate, publish, render, report, smoke, weights
 from flagrelease.steps.preflight import preflight
+from flows.console_logging import hide_handled_failures
+
+hide_handled_failures()  # the CLI prints handled failures itself; their tracebacks stay in the run log
 
 
 def _log(line: str) -> None:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from flagrelease import naming
 from flagrelease.cli.common import (
@@ -17,15 +18,17 @@ from flagrelease.cli.common import (
     JsonOpt,
     MatrixOpt,
     ModelOpt,
-    err_console,
     fail,
     out,
+    positive,
+    print_error,
     print_gate,
 )
 from flagrelease.cli.matrix import show_plan
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import FlagReleaseError
 from flagrelease.matrix import expand, find_matrix, load_matrix, select
+from flagrelease.plan import plan
 from flagrelease.settings import load_settings
 
 RegistryOpt = typer.Option(
@@ -80,11 +83,13 @@ def release(
 
 def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json) -> None:
     try:
+        positive(smoke_timeout, "--smoke-timeout")
+        load_settings(registry=registry)  # --registry and every FLAGRELEASE_* setting, before anything runs
         matrix_file = load_matrix(find_matrix(matrix))
         cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
         ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
         if dry_run:
-            show_plan(cells, matrix_file, load_settings().build)
+            show_plan(plan(cells, matrix_file, load_settings().build))
             return
     except FlagReleaseError as err:
         fail(err, as_json)
@@ -130,7 +135,7 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, 
     else:
         _print_table(records)
     for failure in failures:
-        err_console.print(f"[bold red]error:[/] {failure.render()}", highlight=False, soft_wrap=True)
+        print_error(failure)
     if failures:
         raise typer.Exit(max(failure.exit_code for failure in failures))
 
@@ -211,7 +216,9 @@ def _print_table(records) -> None:
         for copy in r.reports.stores if r.reports else []:
             table.add_row(
                 "stored",
-                f"{copy.files} files in {copy.store}" if copy.ok else f"[yellow]not in {copy.store}: {copy.error}",
+                f"{copy.files} files in {copy.store}"
+                if copy.ok
+                else Text(f"not in {copy.store}: {copy.error}", style="yellow"),
             )
         out.print(table)
         if r.gate:

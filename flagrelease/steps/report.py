@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from flagrelease.adapters.artifact_store import publish_artifacts, store_from_settings
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
 from flagrelease.errors import ConfigError
+from flagrelease.input_files import read_text
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.results import QuestionResult, ReportResult, SideResult, StoredCopy
 from flagrelease.schema import Cell, MatrixFile
@@ -23,6 +26,7 @@ from flagrelease.settings import Settings
 from flagrelease.steps.accuracy import write_records
 from flagrelease.steps.card import write_card
 from flagrelease.steps.loadgen import plot_sweep
+from flagrelease.validation import config_error
 
 SMOKE_LOG = "smoke.log"
 PLOT = "perf.png"
@@ -67,13 +71,23 @@ def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
                     where=str(run_dir / RECORD_FILE),
                     fix="restore the run from the artifact store",
                 )
-            try:
-                lines = (run_dir / rel).read_text().splitlines()
-            except OSError as err:
-                raise ConfigError(f"cannot read {rel}: {err.strerror}", where=str(run_dir / rel)) from None
-            accuracy[name] = acc.model_copy(
-                update={"results": [QuestionResult.model_validate_json(line) for line in lines if line]}
-            )
+            path = run_dir / rel
+            lines = read_text(path, "per-question results", missing_fix="restore the run from the artifact store")
+            results = []
+            for number, line in enumerate(lines.splitlines(), start=1):
+                if not line:
+                    continue
+                try:
+                    results.append(QuestionResult.model_validate_json(line))
+                except ValidationError as err:
+                    raise config_error(
+                        err,
+                        QuestionResult,
+                        what="per-question result",
+                        where=f"{path}:{number}",
+                        fix="restore the run from the artifact store",
+                    ) from None
+            accuracy[name] = acc.model_copy(update={"results": results})
         sides[side] = result.model_copy(update={"accuracy": accuracy})
     return sides
 
