@@ -18,6 +18,7 @@ from flagrelease.cli.common import (
     fail,
     out,
     output_dir,
+    planning,
     print_error,
 )
 from flagrelease.compat import Checker, Violation, ensure_compatible, violation_error
@@ -72,18 +73,19 @@ def matrix_cmd(
       flagrelease matrix --print --chip ascend
       flagrelease matrix --json --model qwen3-4b
     """
-    try:
-        matrix_file = load_matrix(find_matrix(matrix))
-        cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
-        build = load_settings().build
-    except FlagReleaseError as err:
-        fail(err, as_json)
-    if print_plan or as_json:
-        plans = plan(cells, matrix_file, build)
-        show_plan(plans)
-        violations = [Violation.model_validate(v) for p in plans for v in p["violations"]]
-    else:
-        violations = _print_table(cells, matrix_file)
+    with planning():
+        try:
+            matrix_file = load_matrix(find_matrix(matrix))
+            cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
+            build = load_settings().build
+        except FlagReleaseError as err:
+            fail(err, as_json)
+        if print_plan or as_json:
+            plans = plan(cells, matrix_file, build)
+            show_plan(plans)
+            violations = [Violation.model_validate(v) for p in plans for v in p["violations"]]
+        else:
+            violations = _print_table(cells, matrix_file)
     error = violation_error(violations, str(matrix_file.source))
     if error is not None:
         print_error(error)

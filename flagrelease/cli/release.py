@@ -20,6 +20,7 @@ from flagrelease.cli.common import (
     ModelOpt,
     fail,
     out,
+    planning,
     positive,
     print_error,
     print_gate,
@@ -82,17 +83,18 @@ def release(
 
 
 def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json) -> None:
-    try:
-        positive(smoke_timeout, "--smoke-timeout")
-        load_settings(registry=registry)  # --registry and every FLAGRELEASE_* setting, before anything runs
-        matrix_file = load_matrix(find_matrix(matrix))
-        cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
-        ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
-        if dry_run:
-            show_plan(plan(cells, matrix_file, load_settings().build))
-            return
-    except FlagReleaseError as err:
-        fail(err, as_json)
+    with planning():
+        try:
+            positive(smoke_timeout, "--smoke-timeout")
+            load_settings(registry=registry)  # --registry and every FLAGRELEASE_* setting, before anything runs
+            matrix_file = load_matrix(find_matrix(matrix))
+            cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
+            ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
+            if dry_run:
+                show_plan(plan(cells, matrix_file, load_settings().build))
+                return
+        except FlagReleaseError as err:
+            fail(err, as_json)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
