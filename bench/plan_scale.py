@@ -110,9 +110,11 @@ def run_cli(tree: Path, args: list[str], out: Path, env: dict[str, str]) -> tupl
 
 
 def phases(matrix: Path, repeats: int) -> dict[str, float]:
-    """Median seconds of each planning phase in this process (current tree)."""
+    """Median seconds of each planning phase in this process (current tree), with the garbage
+    collector paused as the command line pauses it."""
     from pydantic_core import to_json
 
+    from flagrelease.cli.common import planning
     from flagrelease.compat import ensure_compatible
     from flagrelease.matrix import expand, load_matrix
     from flagrelease.plan import plan
@@ -121,17 +123,18 @@ def phases(matrix: Path, repeats: int) -> dict[str, float]:
     build = BuildSettings(ca_bundle=None, docker_cli=sys.executable)
     found: dict[str, list[float]] = {}
     for _ in range(repeats):
-        marks = [("start", time.perf_counter())]
-        loaded = load_matrix(matrix)
-        marks.append(("load + validate", time.perf_counter()))
-        cells = expand(loaded)
-        marks.append(("expand", time.perf_counter()))
-        ensure_compatible(cells, loaded.compatibility, str(loaded.source))
-        marks.append(("rules", time.perf_counter()))
-        plans = plan(cells, loaded, build)
-        marks.append(("plan", time.perf_counter()))
-        to_json(plans, indent=2)
-        marks.append(("JSON", time.perf_counter()))
+        with planning():
+            marks = [("start", time.perf_counter())]
+            loaded = load_matrix(matrix)
+            marks.append(("load + validate", time.perf_counter()))
+            cells = expand(loaded)
+            marks.append(("expand", time.perf_counter()))
+            ensure_compatible(cells, loaded.compatibility, str(loaded.source))
+            marks.append(("rules", time.perf_counter()))
+            plans = plan(cells, loaded, build)
+            marks.append(("plan", time.perf_counter()))
+            to_json(plans, indent=2)
+            marks.append(("JSON", time.perf_counter()))
         for (_, t0), (name, t1) in zip(marks, marks[1:], strict=False):
             found.setdefault(name, []).append(t1 - t0)
         found.setdefault("cells", []).append(len(cells))

@@ -25,15 +25,20 @@ MAX_DEPTH = 64
 
 def read_bytes(path: Path, what: str, *, missing_fix: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a regular file, at most `max_bytes`; every failure a ConfigError naming the file."""
+    fix = missing_fix or f"pass the path of the {what} file"
     try:
         if path.is_dir():
-            raise ConfigError(f"{what} {path} is a directory, not a file", where=str(path), fix=missing_fix)
+            raise ConfigError(f"{what} {path} is a directory, not a file", where=str(path), fix=fix)
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist", where=str(path), fix=missing_fix) from None
+        raise ConfigError(f"{what} {path} does not exist", where=str(path), fix=fix) from None
     except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}", where=str(path)) from None
+        raise ConfigError(
+            f"cannot read {what} {path}: {err.strerror or err}",
+            where=str(path),
+            fix="check that the path is a file you may read",
+        ) from None
     if len(data) > max_bytes:
         raise ConfigError(
             f"{what} {path} is larger than {max_bytes // (1024 * 1024)} MiB",

@@ -84,7 +84,9 @@ def _resolve_extends(section: Any, name: str, path: Path) -> dict[Any, Any]:
             )
         if parent in chain or parent == key:
             raise ConfigError(
-                f"`extends` cycle: {' -> '.join(map(str, (*chain, key, parent)))}", where=f"{path}: {name}.{key}"
+                f"`extends` cycle: {' -> '.join(map(str, (*chain, key, parent)))}",
+                where=f"{path}: {name}.{key}.extends",
+                fix="an entry may not extend itself, directly or through the blocks it extends",
             )
         if parent not in section:
             raise ConfigError(

@@ -57,6 +57,10 @@ def _describe(error: ErrorDetails, model: type[BaseModel], prefix: Sequence[int 
     if error["type"] == "missing":
         return f"{key_path(loc)} is required"
     where = key_path(loc) or "the top level"
+    if error["type"] == "json_invalid":
+        return f"not valid JSON: {str(error['msg']).removeprefix('Invalid JSON: ')}"
+    if error["type"] in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{where} should be a mapping (key: value) (got {excerpt(error['input'])})"
     if error["type"] == "value_error":  # our own validators name the offending value themselves
         return f"{where}: {_message(error)}"
     return f"{where}: {_message(error)} (got {excerpt(error['input'])})"

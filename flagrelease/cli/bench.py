@@ -206,9 +206,10 @@ def gate_cmd(
                 fix="gate a run that got as far as its benchmarks (status gated or released)",
             )
         policy = GatePolicy.model_validate(cell.model.bench.gate.model_dump() | updates)
+        sides, reference = load_sides(run_dir, record), reference_for(cell, matrix_file)
         try:
-            report, against = judge(load_sides(run_dir, record), reference_for(cell, matrix_file), policy)
-        except ConfigError as err:
+            report, against = judge(sides, reference, policy)
+        except ConfigError as err:  # the record's sides do not fit together: name the run
             raise ConfigError(err.problem, where=f"{run_dir}: {err.where}", fix=err.fix) from None
     except FlagReleaseError as err:
         fail(err, as_json)

@@ -114,6 +114,7 @@ def render_context(
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.rendering-", dir=out_dir.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 is for secrets; a build context is not one
         (staging / "serve/conf/serve").mkdir(parents=True)
         (staging / "Dockerfile").write_text(dockerfile)
         (staging / "serve/conf/serve.yaml").write_text(experiment)
@@ -131,8 +132,8 @@ def render_context(
             shutil.rmtree(staging, ignore_errors=True)
         problem = f"cannot write the build context to {out_dir}: {err.strerror or err}"
         if err.errno in _DISK_ERRORS:
-            raise ServiceError(problem, where=str(err.filename or out_dir), fix="free space on that disk") from None
-        raise ConfigError(problem, where=str(err.filename or out_dir), fix="pass a directory you can write") from None
+            raise ServiceError(problem, where=str(out_dir), fix="free space on that disk") from None
+        raise ConfigError(problem, where=str(out_dir), fix="pass a directory you can write") from None
     return BuildContext(
         path=out_dir,
         context_hash=digest,

@@ -125,3 +125,32 @@ def test_context_hash_tracks_content(tmp_path):
         cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://m/debian"}), tmp_path / "c"
     )
     assert mirrored.context_hash != one.context_hash
+
+
+def test_a_render_is_marked_and_the_mark_is_not_part_of_the_context(tmp_path):
+    from flagrelease.steps.render import MARKER, context_hash
+
+    matrix, cell = cpu_cell()
+    ctx = render_context(cell, matrix, SETTINGS, tmp_path / "a")
+    assert (ctx.path / MARKER).is_file() and MARKER not in ctx.files
+    assert context_hash(ctx.path, ctx.files) == ctx.context_hash
+    (ctx.path / MARKER).write_text("changed\n")
+    assert render_context(cell, matrix, SETTINGS, tmp_path / "a").context_hash == ctx.context_hash
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"], "no staging directory left behind"
+
+
+def test_a_render_refuses_what_is_not_its_own_and_leaves_it_alone(tmp_path):
+    matrix, cell = cpu_cell()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work\n")
+    with pytest.raises(ConfigError, match="is not a previous render"):
+        render_context(cell, matrix, SETTINGS, theirs)
+    assert [p.name for p in theirs.iterdir()] == ["thesis.tex"]
+    (tmp_path / "link").symlink_to(theirs)
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        render_context(cell, matrix, SETTINGS, tmp_path / "link", force=True)
+    assert [p.name for p in theirs.iterdir()] == ["thesis.tex"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert render_context(cell, matrix, SETTINGS, empty).path == empty
