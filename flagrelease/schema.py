@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +20,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from flagrelease.errors import did_you_mean
 
 NONE = "none"
 
@@ -318,7 +321,15 @@ FACT_NAMES = (
     "stack.flagcx",
     "stack.engine",
 )
-FactName = Annotated[str, Field(pattern="^(" + "|".join(re.escape(n) for n in FACT_NAMES) + ")$")]
+
+
+def _known_fact(name: str) -> str:
+    if name not in FACT_NAMES:
+        raise ValueError(f"unknown fact {name[:60]!r}{did_you_mean(name, FACT_NAMES)}; facts: {', '.join(FACT_NAMES)}")
+    return name
+
+
+FactName = Annotated[str, AfterValidator(_known_fact)]
 PLACEHOLDER = re.compile(r"\{([a-z_.]+)(\|major_minor(?:_nodot)?)?\}")
 
 

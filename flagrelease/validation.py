@@ -18,9 +18,12 @@ SHOWN = 5
 
 
 def key_path(loc: Sequence[int | str]) -> str:
-    """('matrix', 'include', 0, 'chip') -> 'matrix.include[0].chip'."""
+    """('matrix', 'include', 0, 'chip') -> 'matrix.include[0].chip'. pydantic marks an
+    invalid dict key with a trailing '[key]'; the path of the key says it already."""
     text = ""
     for part in loc:
+        if part == "[key]":
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 

@@ -171,6 +171,11 @@ CASES = [
         ["matrix.include[0].overrides.chip.stack", "unknown key 'pyton'", "did you mean 'python'"],
     ),
     Case("rule key typo", m(setitem("compatibility.0.requier", {})), ["unknown key 'requier'", "'require'"]),
+    Case(
+        "rule fact typo",
+        m(setitem("compatibility.0.when", {"stack.torch_np": "!none"})),
+        ["compatibility[0].when.stack.torch_np: unknown fact", "did you mean 'stack.torch_npu'"],
+    ),
     # --- wrong types inside extends / include / exclude --------------------------------------------
     Case(
         "include entry a string",
