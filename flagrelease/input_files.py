@@ -68,7 +68,7 @@ def load_yaml(path: Path, what: str, *, missing_fix: str | None = None) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_expanded_size(node, path, what)
+        _check_expanded_size(node)
         return loader.construct_document(node)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -81,7 +81,7 @@ def load_yaml(path: Path, what: str, *, missing_fix: str | None = None) -> Any:
         raise ConfigError(
             f"{what} {err}; refused before validation",
             where=str(path),
-            fix="write the entries out (or share them with `extends`) instead of nesting YAML aliases",
+            fix=f"write the entries out (share them with `extends`, not nested YAML aliases), at most {MAX_DEPTH} deep",
         ) from None
     except RecursionError:
         raise ConfigError(
@@ -101,7 +101,7 @@ class _TooLarge(Exception):
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _check_expanded_size(root: yaml.Node, path: Path, what: str) -> None:
+def _check_expanded_size(root: yaml.Node) -> None:
     """Count the nodes the document has once every alias is expanded (each distinct node
     visited once, its size counted once per reference), and the alias references; refuse
     cycles and deep nesting."""

@@ -258,8 +258,8 @@ class GatePolicy(BaseModel):
 
     rule: Literal["classic", "statistical"] = "statistical"
     max_drop: float = 0.05
-    perf_min_ratio: Annotated[float, Field(gt=0, le=10)] = 0.8
-    z: Annotated[float, Field(gt=0, le=10)] = 1.96
+    perf_min_ratio: Annotated[float, Field(gt=0)] = 0.8
+    z: Annotated[float, Field(gt=0)] = 1.96
     inconclusive_blocks: bool = True
 
     @field_validator("max_drop")

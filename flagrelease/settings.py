@@ -28,7 +28,8 @@ Registry = Annotated[str, StringConstraints(pattern=rf"^{_HOST}$")]
 BaseMirror = Annotated[str, StringConstraints(pattern=rf"^{_HOST}(?:/[a-z0-9._-]+)*={_HOST}(?:/[a-z0-9._-]+)*$")]
 S3Url = Annotated[str, StringConstraints(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$")]
 
-# Every FLAGRELEASE_* variable anything reads, by what it sets: any other is a typo.
+# Every FLAGRELEASE_* variable read on the host, by what it sets: any other is a typo. (The
+# image's own, FLAGRELEASE_SERVE_CONFIG and friends, are set by its Dockerfile, inside it.)
 VARIABLES = {
     "FLAGRELEASE_HOME": "home",
     "FLAGRELEASE_REGISTRY": "registry",

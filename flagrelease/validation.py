@@ -41,7 +41,7 @@ def config_error(
     first: they explain the missing ones) in the message and `where`, up to four more below."""
     problems = sorted(err.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = problems[0]
-    lines = [_describe(e, model, prefix) for e in problems[:SHOWN]]
+    lines = [_describe(e, prefix) for e in problems[:SHOWN]]
     more = len(problems) - SHOWN
     first_fix = _fix(first, model)
     return ConfigError(
@@ -53,7 +53,7 @@ def config_error(
     )
 
 
-def _describe(error: ErrorDetails, model: type[BaseModel], prefix: Sequence[int | str]) -> str:
+def _describe(error: ErrorDetails, prefix: Sequence[int | str]) -> str:
     loc = [*prefix, *error["loc"]]
     if error["type"] == "extra_forbidden":
         return f"unknown key {excerpt(error['loc'][-1])} in {key_path(loc[:-1]) or 'the top level'}"

@@ -23,8 +23,15 @@ def _image_count(client) -> int:
     return len(client.images.list(all=True))
 
 
-def _owned_containers(client) -> list:
-    return client.containers.list(all=True, filters={"label": docker_engine.OWNER_LABEL})
+def _run_containers(client, home) -> list:
+    """Containers of the runs recorded under `home`: other runs may share this dockerd."""
+    run_ids = [json.loads(p.read_text())["run_id"] for p in home.glob("results/*/*/release.json")]
+    assert run_ids, f"no run recorded under {home}"
+    return [
+        c
+        for run_id in run_ids
+        for c in client.containers.list(all=True, filters={"label": f"{docker_engine.OWNER_LABEL}={run_id}"})
+    ]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +76,7 @@ def test_unreachable_registry_builds_and_pushes_nothing(tmp_path, docker_client)
     assert "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _image_count(docker_client) == before
-    assert _owned_containers(docker_client) == []
+    assert _run_containers(docker_client, tmp_path) == []
 
 
 def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tmp_path, docker_client):
@@ -94,7 +101,7 @@ def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tm
     assert "Traceback" not in proc.stderr  # Prefect's own traceback of the handled failure stays in its run log
     with RegistryClient(registry.address) as api:
         assert api.tags(name) == tags_before
-    assert _owned_containers(docker_client) == []
+    assert _run_containers(docker_client, tmp_path) == []
 
 
 @pytest.mark.parametrize(
@@ -182,7 +189,5 @@ def test_a_read_only_registry_is_asked_once(released, tmp_path, monkeypatch, doc
     finally:
         readonly.stop()
     [record] = (tmp_path / "home/results/tiny-llama--cpu").glob("*/release.json")
-    run_id = json.loads(record.read_text())["run_id"]
     assert json.loads(record.read_text())["status"] == "failed"
-    # This run's containers only: other runs may share this dockerd.
-    assert docker_client.containers.list(all=True, filters={"label": f"{docker_engine.OWNER_LABEL}={run_id}"}) == []
+    assert _run_containers(docker_client, tmp_path / "home") == []
