@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from flagrelease.errors import did_you_mean
+
 NONE = "none"
 
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")]
@@ -45,6 +47,8 @@ def _not_reserved(name: str) -> str:
 PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"), AfterValidator(_not_reserved)]
 # URLs reach shell commands inside builds: no quotes, `$`, backticks, `;`, `&` or spaces.
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/@%+-]+$")]
+# Prose for model cards and messages; bounded, it reaches no shell or Dockerfile.
+Prose = Annotated[str, StringConstraints(max_length=2000)]
 
 
 class Strict(BaseModel):
@@ -124,7 +128,7 @@ class Chip(Strict):
     # The Prefect work pool whose workers run on hosts with this chip; chips on the same
     # hosts may share one. None: `flagrelease-<chip id>`.
     pool: PoolName | None = None
-    description: str = ""
+    description: Prose = ""
 
     @property
     def platform(self) -> str:
@@ -178,25 +182,60 @@ class Serve(Strict):
         return {engine: _scalar_args(args) for engine, args in v.items()}
 
 
-# Engine arguments become command-line flags via FlagScale, and hydra would resolve `${...}`:
-# plain text only, except a JSON object (vLLM's --compilation-config '{"full_cuda_graph": true}').
+# Engine arguments become command-line flags via FlagScale (0.8 joins them into shell command
+# lines on some launch paths), and hydra would resolve `${...}`: plain text only, or a JSON
+# object (vLLM's --compilation-config '{"full_cuda_graph": true}') whose keys and string
+# values are plain text too. Such an object is stored compact (no spaces), so that, even
+# unquoted in a shell line, it holds nothing but braces, brackets, commas, colons and
+# paired double quotes: no word splitting, no substitution, no second command.
 _ARG_TEXT = re.compile(r"^[A-Za-z0-9_.,:=/@+%-]*$")
+_JSON_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_JSON_MAX_DEPTH = 4
 
 
 def _scalar_args(args: dict[str, Any]) -> dict[str, Any]:
+    checked = {}
     for key, value in args.items():
         if not isinstance(value, (str, int, float, bool)):
             raise ValueError(f"engine argument {key} must be a scalar, got {type(value).__name__}")
-        if isinstance(value, str) and not (_ARG_TEXT.match(value) or _json_object(value)):
-            raise ValueError(f"engine argument {key}={value!r} holds characters that are not allowed")
-    return args
+        if isinstance(value, str) and not _ARG_TEXT.match(value):
+            value = _json_object(key, value)
+        checked[key] = value
+    return checked
 
 
-def _json_object(text: str) -> bool:
+def _json_object(key: str, text: str) -> str:
+    """A JSON-object engine argument, checked all the way down and written compact."""
     try:
-        return isinstance(json.loads(text), dict) and "${" not in text
+        parsed = json.loads(text)
     except ValueError:
-        return False
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(
+            f"engine argument {key} holds characters that are not allowed: use letters, digits and "
+            "_.,:=/@+%- only, or a JSON object"
+        )
+    _check_json(key, parsed, 1)
+    return json.dumps(parsed, separators=(",", ":"))
+
+
+def _check_json(key: str, value: Any, depth: int) -> None:
+    if depth > _JSON_MAX_DEPTH:
+        raise ValueError(f"engine argument {key}: JSON nested deeper than {_JSON_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for inner_key, inner in value.items():
+            if not _JSON_KEY.match(inner_key):
+                raise ValueError(
+                    f"engine argument {key}: JSON key {inner_key[:40]!r} may hold only letters, digits and _.-"
+                )
+            _check_json(key, inner, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_json(key, inner, depth + 1)
+    elif isinstance(value, str) and not _ARG_TEXT.match(value):
+        raise ValueError(
+            f"engine argument {key}: JSON string {value[:40]!r} may hold only letters, digits and _.,:=/@+%-"
+        )
 
 
 class PerfPlan(Strict):
@@ -215,7 +254,7 @@ class PerfPlan(Strict):
     repeats: Annotated[int, Field(ge=1, le=9)] = 1
     # Keep both sides' serve stacks up and alternate their repeats (needs room for two stacks).
     interleave: bool = False
-    request_timeout_s: float = 600.0
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AccuracyPlan(Strict):
@@ -233,9 +272,18 @@ class GatePolicy(BaseModel):
 
     rule: Literal["classic", "statistical"] = "statistical"
     max_drop: float = 0.05
-    perf_min_ratio: float = 0.8
-    z: float = 1.96
+    perf_min_ratio: Annotated[float, Field(gt=0)] = 0.8
+    z: Annotated[float, Field(gt=0)] = 1.96
     inconclusive_blocks: bool = True
+
+    @field_validator("max_drop")
+    @classmethod
+    def _a_fraction(cls, v: float) -> float:
+        # Accuracy is a fraction (0.72), so the margin is one too: 5 points is 0.05, never 5.
+        if not 0 <= v < 1:
+            hint = f"; {v:g} looks like a percentage, which would be {v / 100:g}" if 1 <= v <= 100 else ""
+            raise ValueError(f"max_drop is a fraction of accuracy from 0 up to 1 (0.05 allows 5 points){hint}")
+        return v
 
 
 class BenchPlan(Strict):
@@ -251,8 +299,8 @@ class Model(Strict):
     weights: Weights
     serve: Serve
     bench: BenchPlan = BenchPlan()
-    license: str = ""
-    description: str = ""
+    license: Prose = ""
+    description: Prose = ""
 
     @field_validator("served_model_name")
     @classmethod
@@ -287,7 +335,15 @@ FACT_NAMES = (
     "stack.flagcx",
     "stack.engine",
 )
-FactName = Annotated[str, Field(pattern="^(" + "|".join(re.escape(n) for n in FACT_NAMES) + ")$")]
+
+
+def _known_fact(name: str) -> str:
+    if name not in FACT_NAMES:
+        raise ValueError(f"unknown fact {name[:60]!r}{did_you_mean(name, FACT_NAMES)}; facts: {', '.join(FACT_NAMES)}")
+    return name
+
+
+FactName = Annotated[str, AfterValidator(_known_fact)]
 PLACEHOLDER = re.compile(r"\{([a-z_.]+)(\|major_minor(?:_nodot)?)?\}")
 
 
@@ -323,17 +379,51 @@ class Requirement(BaseModel):
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    description: str
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    description: Prose
     when: dict[FactName, str | list[str]] = {}
     require: Requirement
+
+
+class CellOverrides(Strict):
+    """Deep-merged into the chip and model of the cells an include entry extends."""
+
+    chip: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+
+
+class ExcludeEntry(Strict):
+    """Removes every combination it matches on all the axes it names."""
+
+    chip: str | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _names_an_axis(self) -> ExcludeEntry:
+        if self.chip is None and self.model is None:
+            raise ValueError("an exclude entry names a chip, a model or both")
+        return self
+
+
+class IncludeEntry(Strict):
+    """Extends the combinations whose axes it matches, or adds a new cell (GitHub Actions)."""
+
+    chip: str | None = None
+    model: str | None = None
+    overrides: CellOverrides | None = None
+
+    @model_validator(mode="after")
+    def _names_an_axis(self) -> IncludeEntry:
+        if self.chip is None and self.model is None:
+            raise ValueError("an include entry names a chip, a model or both")
+        return self
 
 
 class MatrixAxes(Strict):
     chip: list[str]
     model: list[str]
-    include: list[dict[str, Any]] = []
-    exclude: list[dict[str, Any]] = []
+    include: list[IncludeEntry] = []
+    exclude: list[ExcludeEntry] = []
 
 
 class ReleaseDefaults(Strict):

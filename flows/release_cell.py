@@ -61,7 +61,10 @@ from flagrelease.steps import (
     weights,
 )
 from flagrelease.steps.preflight import preflight
+from flows.console_logging import hide_handled_failures
 from flows.fleet import cell_slot
+
+hide_handled_failures()  # the CLI prints handled failures itself; their tracebacks stay in the run log
 
 
 def _log(line: str) -> None:

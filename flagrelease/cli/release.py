@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from flagrelease import fanout
 from flagrelease.cli.common import (
@@ -20,6 +21,8 @@ from flagrelease.cli.common import (
     err_console,
     fail,
     out,
+    planning,
+    positive,
     print_gate,
 )
 from flagrelease.cli.matrix import show_plan
@@ -27,6 +30,7 @@ from flagrelease.compat import ensure_compatible
 from flagrelease.errors import FlagReleaseError
 from flagrelease.fanout import CellOutcome
 from flagrelease.matrix import expand, find_matrix, load_matrix, select
+from flagrelease.plan import plan
 from flagrelease.settings import load_settings
 
 RegistryOpt = typer.Option(
@@ -105,15 +109,18 @@ def release(
 
 
 def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force) -> None:
-    try:
-        matrix_file = load_matrix(find_matrix(matrix))
-        cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
-        ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
-        if dry_run:
-            show_plan(cells, matrix_file, load_settings().build)
-            return
-    except FlagReleaseError as err:
-        fail(err, as_json)
+    with planning():
+        try:
+            positive(smoke_timeout, "--smoke-timeout")
+            load_settings(registry=registry)  # --registry and every FLAGRELEASE_* setting, before anything runs
+            matrix_file = load_matrix(find_matrix(matrix))
+            cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
+            ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
+            if dry_run:
+                show_plan(plan(cells, matrix_file, load_settings().build))
+                return
+        except FlagReleaseError as err:
+            fail(err, as_json)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The embedded server's start needs more than Prefect's 20 s on a busy 2-core build host.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -141,7 +148,9 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
         _print_table(outcomes)
     for o in outcomes:
         if o.error:
-            err_console.print(f"[bold red]error:[/] {o.cell}: {o.error}", highlight=False, soft_wrap=True)
+            err_console.print(
+                Text.assemble(("error:", "bold red"), f" {o.cell}: {o.error}"), highlight=False, soft_wrap=True
+            )
     if code := fanout.exit_code(outcomes):
         raise typer.Exit(code)
 
@@ -244,7 +253,9 @@ def _print_table(outcomes: list[CellOutcome]) -> None:
         for copy in r.reports.stores if r.reports else []:
             table.add_row(
                 "stored",
-                f"{copy.files} files in {copy.store}" if copy.ok else f"[yellow]not in {copy.store}: {copy.error}",
+                f"{copy.files} files in {copy.store}"
+                if copy.ok
+                else Text(f"not in {copy.store}: {copy.error}", style="yellow"),
             )
         out.print(table)
         if r.gate:
