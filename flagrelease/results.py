@@ -155,17 +155,25 @@ class BenchVerdict(BaseModel):
 
 
 class PerfRatio(BaseModel):
+    """Candidate / reference throughput of one level, over paired measurement windows."""
+
     max_concurrency: int
     input_len: int
     output_len: int
-    output_throughput: float  # candidate / reference
+    output_throughput: float  # geometric mean of the pairs' ratios
     total_token_throughput: float
+    # Per pair of windows (one per side, measured back to back): the worse of the output and
+    # total-token ratios. The gate's interval comes from their spread.
+    pair_ratios: list[float] = []
 
 
 class PerfVerdict(BaseModel):
     level: PerfRatio
-    verdict: Literal["PASS", "FAIL"]
+    verdict: Verdict
     reason: str
+    threshold: float = 0.8  # the policy's perf_min_ratio it was judged against
+    ci_low: float | None = None  # the ratio's confidence interval (statistical rule, >= 2 pairs)
+    ci_high: float | None = None
 
 
 class GateReport(BaseModel):

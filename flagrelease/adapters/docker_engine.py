@@ -204,6 +204,7 @@ def running_container(
     shm_size: str | None,
     owner: str,
     gpus: bool = False,
+    cpus: float | None = None,
 ) -> Iterator[docker.models.containers.Container]:
     """Run `image` detached with its port published on 127.0.0.1 only; always removed on exit
     (success, failure, timeout, Ctrl-C)."""
@@ -220,6 +221,7 @@ def running_container(
             shm_size=shm_size,
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None,
             labels={OWNER_LABEL: owner},
+            nano_cpus=round(cpus * 1e9) if cpus else None,
         )
         yield container
     except docker.errors.APIError as err:

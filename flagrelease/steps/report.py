@@ -52,7 +52,8 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
             write_records(acc, out / path)
             files[f"accuracy-{side}-{name}"] = path
     if any(r.perf for r in record.bench.values()):
-        plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT)
+        verdicts = record.gate.perf if record.gate else []
+        plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT, verdicts)
         files["plot"] = PLOT
     record.files = files
     record.save(out)

@@ -210,7 +210,7 @@ CASES = [
     ),
     Case(
         "gate margin as a percentage",
-        m(setitem("models.tiny-llama.bench.gate.max_drop", 5)),
+        m(setitem("models.tiny-llama.bench.gate", {"max_drop": 5})),
         ["models.tiny-llama.bench.gate.max_drop", "looks like a percentage"],
     ),
     # --- command-line options ----------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_the_same_inputs_give_the_same_key(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "moved"),
     [
-        (lambda d: d["models"]["tiny-llama"]["bench"]["gate"].update(perf_min_ratio=0.4), {"gate"}),
+        (lambda d: d["models"]["tiny-llama"]["bench"].update(gate={"perf_min_ratio": 0.7}), {"gate"}),
         (lambda d: d["models"]["tiny-llama"]["bench"]["perf"].update(num_prompts=8), {"bench"}),
         (lambda d: d["models"]["tiny-llama"]["serve"]["engine_args"].update(max_num_seqs=2), {"model"}),
         (lambda d: d["chips"]["cpu"]["runtime"]["env"].update(OMP_NUM_THREADS="1"), {"runtime"}),
