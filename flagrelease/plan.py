@@ -23,6 +23,9 @@ def cell_plan(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> dict[str,
         "model": cell.model_id,
         "platform": cell.chip.platform,
         "image": f"{naming.full_repository(None, matrix.release.namespace, name)}:<YYMMDDHHMM>",
+        # Cells with the same stack image share it: built once, every model a thin layer on it.
+        "stack_image": naming.full_repository(None, matrix.release.namespace, naming.stack_repository_name(cell))
+        + ":key-<stack key>",
         "base_image": base_reference(cell.chip.base.image, build.base_mirror),
         "base_made_locally": cell.chip.base.bootstrap is not None,
         "template": str(matrix.dockerfiles / cell.chip.template),
