@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from flagrelease.errors import ConfigError
+from flagrelease.errors import ConfigError, excerpt
+from flagrelease.input_files import load_yaml, read_text
 from flagrelease.results import BenchScore
 from flagrelease.schema import Cell, MatrixFile
+from flagrelease.validation import config_error
 
 
 class BaselineEntry(BaseModel):
@@ -33,14 +34,12 @@ class Baseline(BaseModel):
 
 
 def load_baseline(path: Path) -> Baseline:
+    raw = load_yaml(path, "baseline", missing_fix="create it or correct models.<model>.bench.reference")
     try:
-        baseline = Baseline.model_validate(yaml.safe_load(path.read_text()))
-    except FileNotFoundError:
-        raise ConfigError(f"baseline {path} does not exist", where="models.*.bench.reference") from None
+        baseline = Baseline.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigError(
-            f"baseline is invalid: {first['msg']}", where=f"{path}: {'.'.join(map(str, first['loc']))}"
+        raise config_error(
+            err, Baseline, what="baseline", where=str(path), fix="see baselines/qwen3-4b-h100-cuda.yaml"
         ) from None
     return baseline.model_copy(update={"directory": path.parent})
 
@@ -58,6 +57,14 @@ def bench_score(baseline: Baseline, name: str) -> BenchScore:
     entry = baseline.benchmarks[name]
     per_question = None
     if entry.per_question:
-        rows = [json.loads(line) for line in (baseline.directory / entry.per_question).read_text().splitlines() if line]
-        per_question = {str(r["id"]): float(r["correct"]) for r in rows}
+        path = baseline.directory / entry.per_question
+        lines = read_text(path, "per-question baseline").splitlines()
+        try:
+            per_question = {str(r["id"]): float(r["correct"]) for r in (json.loads(line) for line in lines if line)}
+        except (ValueError, TypeError, KeyError) as err:
+            raise ConfigError(
+                f"per-question baseline is malformed: {excerpt(str(err))}",
+                where=str(path),
+                fix='one JSON object per line: {"id": ..., "correct": 0 or 1}',
+            ) from None
     return BenchScore(score=entry.score, n=entry.n, per_question=per_question)

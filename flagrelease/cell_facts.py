@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flagrelease.schema import NONE, Cell
+from flagrelease.schema import NONE, Cell, Chip
 
 # Where FlagScale writes its run outputs inside the container.
 CONTAINER_EXP_DIR = "/workspace/outputs"
@@ -20,11 +20,15 @@ SERVE_IDS = {"vllm": "vllm_model", "llama_cpp": "vllm_model", "sglang": "sglang_
 
 def pins(cell: Cell) -> dict[str, str]:
     """Every version that defines the image, in tag-scheme order, then extra packages."""
-    chip, stack = cell.chip, cell.chip.stack
+    return {"model": cell.model_id} | chip_pins(cell.chip_id, cell.chip)
+
+
+def chip_pins(chip_id: str, chip: Chip) -> dict[str, str]:
+    """The pins a chip gives every cell it is in (all but the model)."""
+    stack = chip.stack
     core = {
-        "model": cell.model_id,
         "vendor": chip.vendor,
-        "chip": cell.chip_id,
+        "chip": chip_id,
         "chip_code": chip.chip_code,
         "arch": chip.arch,
         "sdk": chip.sdk.name,

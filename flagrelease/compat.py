@@ -21,7 +21,10 @@ import re
 from pydantic import BaseModel
 
 from flagrelease.errors import ConfigError
-from flagrelease.schema import FACT_NAMES, PLACEHOLDER, Cell, Rule
+from flagrelease.schema import FACT_NAMES, PLACEHOLDER, Cell, Chip, Rule
+
+# Violations named in one error message; `flagrelease matrix` shows every one.
+SHOWN = 20
 
 
 class Violation(BaseModel):
@@ -32,9 +35,13 @@ class Violation(BaseModel):
 
 
 def facts(cell: Cell) -> dict[str, str]:
-    chip, stack = cell.chip, cell.chip.stack
+    return _chip_facts(cell.chip_id, cell.chip) | {"model.id": cell.model_id}
+
+
+def _chip_facts(chip_id: str, chip: Chip) -> dict[str, str]:
+    stack = chip.stack
     values = {
-        "chip.id": cell.chip_id,
+        "chip.id": chip_id,
         "chip.vendor": chip.vendor,
         "chip.chip_code": chip.chip_code,
         "chip.arch": chip.arch,
@@ -44,9 +51,11 @@ def facts(cell: Cell) -> dict[str, str]:
         "sdk.version": chip.sdk.version,
         "base.image": chip.base.image,
         "runtime.visible_devices_env": chip.runtime.visible_devices_env or "none",
-        "model.id": cell.model_id,
     }
-    return values | {f"stack.{k}": v for k, v in stack.model_dump().items() if f"stack.{k}" in FACT_NAMES}
+    return values | {name: getattr(stack, name.removeprefix("stack.")) for name in _STACK_FACTS}
+
+
+_STACK_FACTS = [name for name in FACT_NAMES if name.startswith("stack.")]
 
 
 def matches(value: str, pattern: str) -> bool:
@@ -75,45 +84,101 @@ def _expand(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(sub, template)
 
 
+class Checker:
+    """The rules, checked over many cells with the work shared between them.
+
+    A chip's facts are read once per chip, and each rule is decided once per distinct
+    combination of the facts it reads: across 100 chips x 100 models (10,000 cells) a rule
+    about chips alone is decided at most 100 times, not 10,000, and a cell costs a lookup.
+    """
+
+    def __init__(self, rules: list[Rule]):
+        self.rules = rules
+        self._reads = [_facts_read(rule) for rule in rules]
+        self._per_model = [n for n, reads in enumerate(self._reads) if "model.id" in reads]
+        self._per_chip = [n for n, reads in enumerate(self._reads) if "model.id" not in reads]
+        self._decided: dict[tuple[int, tuple[str, ...]], str | None] = {}
+        # By chip object (kept alive here, so its id cannot be reused) and chip id: overrides
+        # make chips of the same id differ between cells. Holds the facts and the
+        # (rule number, detail) of every chip-only rule the chip breaks.
+        self._chips: dict[tuple[int, str], tuple[Chip, dict[str, str], list[tuple[int, str]]]] = {}
+
+    def check(self, cell: Cell) -> list[Violation]:
+        key = (id(cell.chip), cell.chip_id)
+        known = self._chips.get(key)
+        if known is None:
+            values = _chip_facts(cell.chip_id, cell.chip)
+            broken = [(n, d) for n in self._per_chip if (d := self._decide(n, values))]
+            known = self._chips[key] = (cell.chip, values, broken)
+        broken = known[2]
+        if self._per_model:
+            values = known[1] | {"model.id": cell.model_id}
+            broken = sorted(broken + [(n, d) for n in self._per_model if (d := self._decide(n, values))])
+        return [
+            Violation(cell=cell.label, rule=self.rules[n].id, description=self.rules[n].description, detail=detail)
+            for n, detail in broken
+        ]
+
+    def _decide(self, number: int, values: dict[str, str]) -> str | None:
+        decision = (number, tuple(values[name] for name in self._reads[number]))
+        if decision not in self._decided:
+            self._decided[decision] = _decide(self.rules[number], values)
+        return self._decided[decision]
+
+
 def check_cell(cell: Cell, rules: list[Rule]) -> list[Violation]:
-    values = facts(cell)
-    found = []
-    for rule in rules:
-        if not all(_any(values[name], pattern) for name, pattern in rule.when.items()):
-            continue
-        req, actual = rule.require, values[rule.require.field]
-        detail = None
-        if req.in_ is not None and not _any(actual, req.in_):
-            detail = f"{req.field}={actual} is not one of {req.in_}"
-        elif req.same_release_as is not None:
-            other = values[req.same_release_as]
-            if release(actual, req.parts) != release(other, req.parts):
-                detail = (
-                    f"{req.field}={actual} and {req.same_release_as}={other} differ in their first {req.parts} numbers"
-                )
-        elif req.contains is not None:
-            needle = _expand(req.contains, values)
-            if needle not in actual:
-                detail = f"{req.field}={actual} does not contain {needle!r}"
-        elif req.table is not None and req.by is not None:  # the schema requires them together
-            key = values[req.by]
-            allowed = next((v for pattern, v in req.table.items() if matches(key, pattern)), None)
-            if allowed is None:
-                detail = f"{req.by}={key} is not in the table of known releases {sorted(req.table)}"
-            elif not _any(actual, allowed):
-                detail = f"{req.by}={key} supports {req.field} {allowed}, not {actual}"
-        if detail:
-            found.append(Violation(cell=cell.label, rule=rule.id, description=rule.description, detail=detail))
-    return found
+    return Checker(rules).check(cell)
+
+
+def _facts_read(rule: Rule) -> tuple[str, ...]:
+    req = rule.require
+    names = [*rule.when, req.field, req.same_release_as, req.by]
+    names += [name for name, _ in PLACEHOLDER.findall(req.contains or "")]
+    return tuple(dict.fromkeys(n for n in names if n is not None))
+
+
+def _decide(rule: Rule, values: dict[str, str]) -> str | None:
+    """Why the rule is broken by these facts, or None when it holds (or does not apply)."""
+    if not all(_any(values[name], pattern) for name, pattern in rule.when.items()):
+        return None
+    req, actual = rule.require, values[rule.require.field]
+    if req.in_ is not None and not _any(actual, req.in_):
+        return f"{req.field}={actual} is not one of {req.in_}"
+    if req.same_release_as is not None:
+        other = values[req.same_release_as]
+        if release(actual, req.parts) != release(other, req.parts):
+            return f"{req.field}={actual} and {req.same_release_as}={other} differ in their first {req.parts} numbers"
+    elif req.contains is not None:
+        needle = _expand(req.contains, values)
+        if needle not in actual:
+            return f"{req.field}={actual} does not contain {needle!r}"
+    elif req.table is not None and req.by is not None:  # the schema requires them together
+        key = values[req.by]
+        allowed = next((v for pattern, v in req.table.items() if matches(key, pattern)), None)
+        if allowed is None:
+            return f"{req.by}={key} is not in the table of known releases {sorted(req.table)}"
+        if not _any(actual, allowed):
+            return f"{req.by}={key} supports {req.field} {allowed}, not {actual}"
+    return None
 
 
 def ensure_compatible(cells: list[Cell], rules: list[Rule], source: str) -> None:
     """Raise one error listing every violation of every selected cell."""
-    violations = [v for cell in cells for v in check_cell(cell, rules)]
-    if violations:
-        lines = [f"{v.cell}: rule {v.rule} ({v.description}): {v.detail}" for v in violations]
-        raise ConfigError(
-            f"{len(violations)} compatibility rule violation(s):\n  " + "\n  ".join(lines),
-            where=f"{source}: chips (rules under `compatibility`)",
-            fix="change the offending pins, or the rule if the combination is known to work",
-        )
+    checker = Checker(rules)
+    error = violation_error([v for cell in cells for v in checker.check(cell)], source)
+    if error is not None:
+        raise error
+
+
+def violation_error(violations: list[Violation], source: str) -> ConfigError | None:
+    """One error naming the violations (the first SHOWN of them), or None when there are none."""
+    if not violations:
+        return None
+    lines = [f"{v.cell}: rule {v.rule} ({v.description}): {v.detail}" for v in violations[:SHOWN]]
+    if len(violations) > SHOWN:
+        lines.append(f"... and {len(violations) - SHOWN} more (flagrelease matrix lists them all)")
+    return ConfigError(
+        f"{len(violations)} compatibility rule violation(s):\n  " + "\n  ".join(lines),
+        where=f"{source}: chips (rules under `compatibility`)",
+        fix="change the offending pins, or the rule if the combination is known to work",
+    )

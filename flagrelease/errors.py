@@ -1,5 +1,12 @@
-"""The one error type users see: what went wrong, where, and how to fix it."""
+"""The one error type users see: what went wrong, where, and how to fix it.
 
+Messages quote what the user wrote through `excerpt` (bounded: a hostile value must not
+make the message itself huge) and propose near-miss names through `did_you_mean`.
+"""
+
+import difflib
+import reprlib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -48,3 +55,26 @@ class GateFailed(FlagReleaseError):
     """The release gates rejected the cell; nothing was published under a release tag."""
 
     exit_code = 4
+
+
+EXCERPT_MAX = 80
+
+
+def _short_repr() -> reprlib.Repr:
+    """At most a few items per container, two levels deep, short strings (bounded work too)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 2, 60, 60
+    short.maxdict = short.maxlist = short.maxtuple = short.maxset = 4
+    return short
+
+
+def excerpt(value: Any) -> str:
+    """A short repr of a value for an error message; never the whole of a large input."""
+    text = _short_repr().repr(value)
+    return text if len(text) <= EXCERPT_MAX else text[: EXCERPT_MAX - 3] + "..."
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for a near miss among `known`, else ''."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -12,76 +12,96 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from flagrelease.errors import ConfigError
-from flagrelease.schema import Cell, MatrixAxes, MatrixFile
+from flagrelease.errors import ConfigError, did_you_mean, excerpt
+from flagrelease.input_files import load_yaml
+from flagrelease.schema import Cell, CellOverrides, Chip, ExcludeEntry, IncludeEntry, MatrixAxes, MatrixFile, Model
+from flagrelease.validation import config_error
 
 AXES = ("chip", "model")
+# `extends` chains longer than this are a mistake (or an attack on the merge's cost).
+MAX_EXTENDS_DEPTH = 32
+SCHEMA_FIX = "see the schema in docs/matrix.md and the examples in matrix.yaml"
 
 
 def load_matrix(path: Path) -> MatrixFile:
     """Parse and validate a matrix file; every problem names the file and key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"matrix file {path} does not exist",
-            fix="pass --matrix PATH or run from the project root holding matrix.yaml",
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(
-            f"matrix file is not valid YAML: {getattr(err, 'problem', err)}",
-            where=where,
-            fix="correct the YAML syntax at that line",
-        ) from None
+    raw = load_yaml(path, "matrix file", missing_fix="pass --matrix PATH, or run where ./matrix.yaml is")
+    if raw is None:
+        raise ConfigError(f"matrix file {path} is empty", where=str(path), fix=SCHEMA_FIX)
     if not isinstance(raw, dict):
-        raise ConfigError("matrix file must be a mapping with chips, models and matrix", where=str(path))
+        raise ConfigError(
+            f"matrix file must be a mapping with chips, models and matrix, not {type(raw).__name__}",
+            where=str(path),
+            fix=SCHEMA_FIX,
+        )
     raw = dict(raw)
     for section in ("chips", "models"):
-        raw[section] = _resolve_extends(raw.get(section) or {}, section, path)
+        if section in raw:
+            raw[section] = _resolve_extends(raw[section] or {}, section, path)
     try:
         matrix = MatrixFile.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"invalid matrix entry: {first['msg']} (got {first.get('input')!r})"
-            + (f"; {len(err.errors()) - 1} more problem(s)" if len(err.errors()) > 1 else ""),
-            where=f"{path}: {key}",
-            fix="see the schema in docs/matrix.md and the examples in matrix.yaml",
-        ) from None
+        raise config_error(err, MatrixFile, what="matrix entry", where=str(path), fix=SCHEMA_FIX) from None
     matrix.source = path.resolve()
     _check_axes(matrix, path)
     return matrix
 
 
-def _resolve_extends(section: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+def _resolve_extends(section: Any, name: str, path: Path) -> dict[Any, Any]:
     """Deep-merge every entry over the block it `extends`; drop abstract `_` blocks."""
     if not isinstance(section, dict):
-        raise ConfigError(f"`{name}` must be a mapping of id -> entry", where=f"{path}: {name}")
+        raise ConfigError(
+            f"`{name}` must be a mapping of id -> entry, not {type(section).__name__}",
+            where=f"{path}: {name}",
+            fix=SCHEMA_FIX,
+        )
+    done: dict[Any, dict[str, Any]] = {}
 
-    def resolved(key: str, seen: tuple[str, ...]) -> dict[str, Any]:
-        entry = section.get(key)
+    def resolved(key: Any, chain: tuple[Any, ...]) -> dict[str, Any]:
+        if key in done:
+            return done[key]
+        entry = section[key]
         if not isinstance(entry, dict):
-            raise ConfigError(f"{name}.{key} must be a mapping", where=f"{path}: {name}.{'.'.join(seen) or key}")
+            raise ConfigError(
+                f"{name}.{key} must be a mapping, not {type(entry).__name__} (got {excerpt(entry)})",
+                where=f"{path}: {name}.{key}",
+                fix=SCHEMA_FIX,
+            )
         parent = entry.get("extends")
         body = {k: v for k, v in entry.items() if k != "extends"}
         if parent is None:
+            done[key] = body
             return body
-        if parent in seen or parent == key:
-            raise ConfigError(f"`extends` cycle: {' -> '.join((*seen, key, parent))}", where=f"{path}: {name}.{key}")
+        if not isinstance(parent, str):
+            raise ConfigError(
+                f"{name}.{key}.extends must be the id of one {name[:-1]} or block, not "
+                f"{type(parent).__name__} (got {excerpt(parent)})",
+                where=f"{path}: {name}.{key}.extends",
+                fix="write one id, e.g. `extends: _ascend`; to combine blocks, let one block extend the other",
+            )
+        if parent in chain or parent == key:
+            raise ConfigError(
+                f"`extends` cycle: {' -> '.join(map(str, (*chain, key, parent)))}",
+                where=f"{path}: {name}.{key}.extends",
+                fix="an entry may not extend itself, directly or through the blocks it extends",
+            )
         if parent not in section:
             raise ConfigError(
-                f"{name}.{key} extends unknown block {parent!r}",
+                f"{name}.{key} extends unknown block {excerpt(parent)}{did_you_mean(parent, map(str, section))}",
                 where=f"{path}: {name}.{key}.extends",
                 fix=f"define {name}.{parent} or correct the name",
             )
-        return deep_merge(resolved(parent, (*seen, key)), body)
+        if len(chain) >= MAX_EXTENDS_DEPTH:
+            raise ConfigError(
+                f"{name}.{key}: `extends` chain longer than {MAX_EXTENDS_DEPTH}",
+                where=f"{path}: {name}.{key}.extends",
+                fix="extend shared blocks directly instead of chaining entries",
+            )
+        done[key] = deep_merge(resolved(parent, (*chain, key)), body)
+        return done[key]
 
     return {key: resolved(key, ()) for key in section if not str(key).startswith("_")}
 
@@ -100,23 +120,29 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _check_axes(matrix: MatrixFile, path: Path) -> None:
     known: dict[str, set[str]] = {"chip": set(matrix.chips), "model": set(matrix.models)}
     axes = matrix.matrix
+
+    def check(value: str, axis: str, key: str) -> None:
+        if value not in known[axis]:
+            raise ConfigError(
+                f"{key} names {excerpt(value)}, which is not defined under {axis}s{did_you_mean(value, known[axis])}",
+                where=f"{path}: {key}",
+                fix=f"define {axis}s.{value} or correct the name; known: {', '.join(sorted(known[axis]))}",
+            )
+
     for axis in AXES:
-        for value in getattr(axes, axis):
-            if value not in known[axis]:
+        values = getattr(axes, axis)
+        for i, value in enumerate(values):
+            check(value, axis, f"matrix.{axis}[{i}]")
+            if value in values[:i]:
                 raise ConfigError(
-                    f"matrix.{axis} lists {value!r}, which is not defined under {axis}s",
-                    where=f"{path}: matrix.{axis}",
-                    fix=f"define {axis}s.{value} or remove it; known: {', '.join(sorted(known[axis]))}",
+                    f"matrix.{axis} lists {value!r} twice", where=f"{path}: matrix.{axis}[{i}]", fix="drop one"
                 )
     for kind in ("include", "exclude"):
         for i, entry in enumerate(getattr(axes, kind)):
             for axis in AXES:
-                if axis in entry and entry[axis] not in known[axis]:
-                    raise ConfigError(
-                        f"matrix.{kind}[{i}] names unknown {axis} {entry[axis]!r}",
-                        where=f"{path}: matrix.{kind}[{i}].{axis}",
-                        fix=f"known {axis}s: {', '.join(sorted(known[axis]))}",
-                    )
+                value = getattr(entry, axis)
+                if value is not None:
+                    check(value, axis, f"matrix.{kind}[{i}].{axis}")
 
 
 def combinations(axes: MatrixAxes) -> list[dict[str, Any]]:
@@ -124,24 +150,40 @@ def combinations(axes: MatrixAxes) -> list[dict[str, Any]]:
 
     An exclude entry removes every combination it matches on all its keys.
     An include entry extends each combination whose original axis values it
-    matches (without overwriting them); if it matches none, it is added.
+    matches (here: attaches its `overrides`, without touching the axes); if it
+    matches none, it is added as a new combination.
     """
-    combos = [dict(zip(AXES, values, strict=True)) for values in itertools.product(axes.chip, axes.model)]
-    combos = [c for c in combos if not any(_matches(c, ex) for ex in axes.exclude)]
-    originals = [dict(c) for c in combos]
+    excludes = [_axis_values(entry) for entry in axes.exclude]
+    combos: list[dict[str, Any]] = [
+        {"chip": chip, "model": model}
+        for chip, model in itertools.product(axes.chip, axes.model)
+        if not any(_matches({"chip": chip, "model": model}, ex) for ex in excludes)
+    ]
+    # The original combinations by every pattern an include entry can be: by chip, by model,
+    # by both; an include then finds its matches without scanning every combination.
+    index: dict[tuple[tuple[str, str], ...], list[int]] = {}
+
+    def remember(i: int, original: dict[str, str]) -> None:
+        for keys in (("chip",), ("model",), AXES):
+            if all(k in original for k in keys):
+                index.setdefault(tuple((k, original[k]) for k in keys), []).append(i)
+
+    for i, combo in enumerate(combos):
+        remember(i, combo)
     for entry in axes.include:
-        axis_part = {k: v for k, v in entry.items() if k in AXES}
-        extended = False
-        for combo, original in zip(combos, originals, strict=True):
-            if axis_part and _matches(original, axis_part):
-                for key, value in entry.items():
-                    if key not in AXES:
-                        combo[key] = value
-                extended = True
-        if not extended:
-            combos.append(dict(entry))
-            originals.append(dict(entry))
+        pattern = _axis_values(entry)
+        matched = index.get(tuple(pattern.items()), [])
+        for i in matched:
+            if entry.overrides is not None:
+                combos[i]["overrides"] = entry.overrides
+        if not matched:
+            combos.append(pattern | ({"overrides": entry.overrides} if entry.overrides is not None else {}))
+            remember(len(combos) - 1, pattern)
     return combos
+
+
+def _axis_values(entry: IncludeEntry | ExcludeEntry) -> dict[str, str]:
+    return {axis: value for axis in AXES if (value := getattr(entry, axis)) is not None}
 
 
 def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
@@ -151,32 +193,47 @@ def _matches(combo: dict[str, Any], pattern: dict[str, Any]) -> bool:
 def expand(matrix: MatrixFile) -> list[Cell]:
     """Every cell of the matrix, with per-cell overrides applied and validated."""
     cells = []
+    # One include entry's overrides apply to many cells: merge and validate each pair once.
+    overridden: dict[tuple[int, int], Any] = {}
     for combo in combinations(matrix.matrix):
         missing = [axis for axis in AXES if axis not in combo]
         if missing:
             raise ConfigError(
-                f"matrix.include entry {combo} names no {' or '.join(missing)}",
+                f"matrix.include entry {excerpt(combo)} names no {' or '.join(missing)}",
                 where=f"{matrix.source}: matrix.include",
                 fix="every included cell needs both chip and model",
             )
-        overrides = combo.get("overrides") or {}
-        chip = _override(matrix.chips[combo["chip"]], overrides.get("chip"), matrix, combo)
-        model = _override(matrix.models[combo["model"]], overrides.get("model"), matrix, combo)
-        cells.append(Cell(chip_id=combo["chip"], model_id=combo["model"], chip=chip, model=model))
+        chip: Chip = matrix.chips[combo["chip"]]
+        model: Model = matrix.models[combo["model"]]
+        overrides: CellOverrides | None = combo.get("overrides")
+        if overrides is not None:
+            chip = _override(chip, overrides, "chip", matrix, overridden)
+            model = _override(model, overrides, "model", matrix, overridden)
+        # Every part is validated already (ids are keys of chips/models, checked against the
+        # axes); validating 10,000 cells again would cost a tenth of a second for nothing.
+        cells.append(Cell.model_construct(chip_id=combo["chip"], model_id=combo["model"], chip=chip, model=model))
     return cells
 
 
-def _override(entry: BaseModel, patch: dict[str, Any] | None, matrix: MatrixFile, combo: dict) -> Any:
+def _override(entry: Any, overrides: CellOverrides, kind: str, matrix: MatrixFile, done: dict) -> Any:
+    patch = getattr(overrides, kind)
     if not patch:
         return entry
-    try:
-        return type(entry).model_validate(deep_merge(entry.model_dump(), patch))
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigError(
-            f"override for {combo['model']} x {combo['chip']} is invalid: {first['msg']}",
-            where=f"{matrix.source}: matrix.include overrides.{'.'.join(map(str, first['loc']))}",
-        ) from None
+    key = (id(entry), id(patch))
+    if key not in done:
+        try:
+            done[key] = (type(entry).model_validate(deep_merge(entry.model_dump(), patch)), entry, patch)
+        except ValidationError as err:
+            number = next(i for i, e in enumerate(matrix.matrix.include) if e.overrides is overrides)
+            raise config_error(
+                err,
+                type(entry),
+                what=f"override of a {kind}",
+                where=str(matrix.source),
+                prefix=("matrix", "include", number, "overrides", kind),
+                fix=SCHEMA_FIX,
+            ) from None
+    return done[key][0]
 
 
 def select(matrix: MatrixFile, *, chip: str | None = None, model: str | None = None) -> list[Cell]:
@@ -184,14 +241,14 @@ def select(matrix: MatrixFile, *, chip: str | None = None, model: str | None = N
     if chip is not None and chip not in matrix.chips and chip not in {c.vendor for c in matrix.chips.values()}:
         vendors = sorted({c.vendor for c in matrix.chips.values()})
         raise ConfigError(
-            f"unknown chip {chip!r}",
+            f"unknown chip {excerpt(chip)}{did_you_mean(chip, [*matrix.chips, *vendors])}",
             where=f"{matrix.source}: chips",
             fix=f"use a chip id ({', '.join(sorted(matrix.chips))}) or a vendor ({', '.join(vendors)}), "
             "or add the chip to matrix.yaml",
         )
     if model is not None and model not in matrix.models:
         raise ConfigError(
-            f"unknown model {model!r}",
+            f"unknown model {excerpt(model)}{did_you_mean(model, matrix.models)}",
             where=f"{matrix.source}: models",
             fix=f"use one of: {', '.join(sorted(matrix.models))}, or add the model to matrix.yaml",
         )

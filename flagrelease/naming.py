@@ -6,6 +6,7 @@ flagrelease-<vendor>-release-model_<m>-tree_<t>-gems_<g>-scale_<s>-cx_<c>-python
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ _RELEASE_TAG = re.compile(r"^\d{10}$")
 NAME_MAX = 255
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of its text; called per pin of every cell planned
 def tag_version(version: str) -> str:
     """A pin as it appears in a tag: lowercase, `+`->`.`, and the dot before `rc`
     dropped as PEP 440 normalises it (CANN 8.2.rc1.alpha002 -> 8.2rc1.alpha002)."""

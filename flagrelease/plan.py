@@ -6,30 +6,46 @@ from __future__ import annotations
 from typing import Any
 
 from flagrelease import naming
-from flagrelease.cell_facts import pins, serve_config
-from flagrelease.compat import check_cell
+from flagrelease.cell_facts import chip_pins, serve_config
+from flagrelease.compat import Checker
 from flagrelease.naming import base_reference
-from flagrelease.schema import Cell, MatrixFile
+from flagrelease.schema import Cell, Chip, MatrixFile
 from flagrelease.settings import BuildSettings
 
 
+def plan(cells: list[Cell], matrix: MatrixFile, build: BuildSettings) -> list[dict[str, Any]]:
+    """Every cell's plan. What depends on the chip alone is worked out once per chip, and the
+    compatibility rules share their work across cells: a 10,000-cell matrix plans in well
+    under a second (bench/plan_scale.py)."""
+    checker = Checker(matrix.compatibility)
+    # By chip object (kept alive here, so that its id stays its own) and chip id.
+    chips: dict[tuple[int, str], tuple[Chip, dict[str, Any]]] = {}
+    plans = []
+    for cell in cells:
+        key = (id(cell.chip), cell.chip_id)
+        known = chips.get(key)
+        if known is None:
+            stack = naming.full_repository(None, matrix.release.namespace, naming.stack_repository_name(cell))
+            known = chips[key] = (
+                cell.chip,
+                _chip_plan(cell.chip_id, cell.chip, matrix, build) | {"stack_image": f"{stack}:key-<stack key>"},
+            )
+        plans.append(_cell_plan(cell, matrix, known[1], checker))
+    return plans
+
+
 def cell_plan(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> dict[str, Any]:
-    name = naming.repository_name(cell)
-    experiment, serve_list = serve_config(cell)
-    runtime = cell.chip.runtime
+    return plan([cell], matrix, build)[0]
+
+
+def _chip_plan(chip_id: str, chip: Chip, matrix: MatrixFile, build: BuildSettings) -> dict[str, Any]:
+    runtime = chip.runtime
     return {
-        "cell": cell.label,
-        "chip": cell.chip_id,
-        "model": cell.model_id,
-        "platform": cell.chip.platform,
-        "image": f"{naming.full_repository(None, matrix.release.namespace, name)}:<YYMMDDHHMM>",
-        # Cells with the same stack image share it: built once, every model a thin layer on it.
-        "stack_image": naming.full_repository(None, matrix.release.namespace, naming.stack_repository_name(cell))
-        + ":key-<stack key>",
-        "base_image": base_reference(cell.chip.base.image, build.base_mirror),
-        "base_made_locally": cell.chip.base.bootstrap is not None,
-        "template": str(matrix.dockerfiles / cell.chip.template),
-        "pins": pins(cell),
+        "pins": chip_pins(chip_id, chip),
+        "platform": chip.platform,
+        "base_image": base_reference(chip.base.image, build.base_mirror),
+        "base_made_locally": chip.base.bootstrap is not None,
+        "template": str(matrix.dockerfiles / chip.template),
         "runtime": {
             "devices": runtime.devices,
             "mounts": [m.model_dump() for m in runtime.mounts],
@@ -37,8 +53,26 @@ def cell_plan(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> dict[str,
             "visible_devices_env": runtime.visible_devices_env,
             "gpus": runtime.gpus,
             "shm_size": runtime.shm_size,
-            "weights_mount": cell.weights_mount,
         },
+    }
+
+
+def _cell_plan(cell: Cell, matrix: MatrixFile, chip_plan: dict[str, Any], checker: Checker) -> dict[str, Any]:
+    name = naming.repository_name(cell)
+    experiment, serve_list = serve_config(cell)
+    return {
+        "cell": cell.label,
+        "chip": cell.chip_id,
+        "model": cell.model_id,
+        "platform": chip_plan["platform"],
+        "image": f"{naming.full_repository(None, matrix.release.namespace, name)}:<YYMMDDHHMM>",
+        # Cells naming the same stack image share it: built once, each model a thin layer on it.
+        "stack_image": chip_plan["stack_image"],
+        "base_image": chip_plan["base_image"],
+        "base_made_locally": chip_plan["base_made_locally"],
+        "template": chip_plan["template"],
+        "pins": {"model": cell.model_id} | chip_plan["pins"],
+        "runtime": chip_plan["runtime"] | {"weights_mount": cell.weights_mount},
         "serve": {"experiment": experiment, "serve": serve_list},
-        "violations": [v.model_dump() for v in check_cell(cell, matrix.compatibility)],
+        "violations": [v.model_dump() for v in checker.check(cell)],
     }

@@ -13,13 +13,15 @@ the record names in `files`.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from flagrelease.errors import ConfigError
+from flagrelease.input_files import read_bytes
 from flagrelease.results import (
     BaseImageResult,
     ExistingRelease,
@@ -30,9 +32,13 @@ from flagrelease.results import (
     SideResult,
     SmokeResult,
     StackImage,
+    StagedImage,
 )
+from flagrelease.validation import config_error
 
 RECORD_FILE = "release.json"
+# Raw results live beside the record, so the record itself stays small.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 # running: in progress or interrupted; built: passed its gate, not pushed (no registry, or
 # waiting for its multi-arch set); gated: the gate refused it; failed: a step failed;
@@ -46,6 +52,11 @@ _RAW: dict[str, Any] = {
     "smoke": {"log"},
     "bench": {"__all__": {"perf_repeats": True, "perf": {"__all__": {"traces"}}, "accuracy": {"__all__": {"results"}}}},
 }
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique across hosts: 20261202T010203Z-1a2b3c."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 class ReleaseRecord(BaseModel):
@@ -74,8 +85,12 @@ class ReleaseRecord(BaseModel):
     compared_against: dict[str, str] = {}
     gate: GateReport | None = None
     registry: str | None = None  # checked before the build; where the push goes
+    # A multi-arch set member: pushed under its staging tag, released when the whole set is.
+    staged: StagedImage | None = None
     publish: PublishResult | None = None
     timings: dict[str, float] = {}
+    # How the run ended for a command line: 0 done, else the FlagReleaseError's exit code.
+    exit_code: int = 0
     # Raw-result files beside release.json, by role ("smoke.log", "perf-native", "accuracy-flaggems-mmlu", "plot").
     files: dict[str, str] = {}
     # Where the record and its files were stored: known only after they were, so not in the file.
@@ -99,29 +114,25 @@ class ReleaseRecord(BaseModel):
         try:
             return cls.model_validate_json(text)
         except ValidationError as err:
-            first = err.errors()[0]
-            key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise ConfigError(
-                f"release record is malformed: {first['msg']} at {key}",
+            raise config_error(
+                err,
+                cls,
+                what="release record",
                 where=where,
-                fix="restore release.json from the artifact store",
+                fix="restore release.json from the artifact store (or pass the run directory that holds it)",
             ) from None
 
     @classmethod
     def load(cls, path: Path) -> ReleaseRecord:
         """A record from a run directory or a release.json path."""
         path = path / RECORD_FILE if path.is_dir() else path
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError:
+        if not path.exists():
             raise ConfigError(
                 f"no release record at {path}",
                 where=str(path.parent),
                 fix="pass a run directory that holds release.json",
-            ) from None
-        except OSError as err:
-            raise ConfigError(f"cannot read release record {path}: {err.strerror}", where=str(path)) from None
-        return cls.parse(text, str(path))
+            )
+        return cls.parse(read_bytes(path, "release record", max_bytes=MAX_RECORD_BYTES), str(path))
 
     def as_dict(self) -> dict:
         """release.json as stored, as plain data (for templates and JSON output)."""

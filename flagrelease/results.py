@@ -189,6 +189,17 @@ class PublishResult(BaseModel):
         return f"{self.registry}/{self.repository}@{self.digest}"
 
 
+class StagedImage(BaseModel):
+    """An image of a multi-arch set, pushed under `staging-<tag>` and verified, not yet released."""
+
+    registry: str
+    repository: str
+    tag: str  # the release tag it gets when the whole set is promoted
+    aliases: list[str]
+    key_tag: str | None = None  # set last, when the set is promoted
+    digest: str
+
+
 class StoredCopy(BaseModel):
     store: str
     ok: bool

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +20,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from flagrelease.errors import did_you_mean
 
 NONE = "none"
 
@@ -31,8 +34,21 @@ GitSource = Annotated[str, StringConstraints(pattern=r"^git\+https://[A-Za-z0-9.
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$")]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
+
+
+# Prefect accepts most characters in a work pool name; these also stay valid in a deployment
+# name, a URL path and a shell word.
+def _not_reserved(name: str) -> str:
+    if name.startswith("prefect"):
+        raise ValueError(f"{name!r}: Prefect reserves pool names starting with 'prefect'")
+    return name
+
+
+PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"), AfterValidator(_not_reserved)]
 # URLs reach shell commands inside builds: no quotes, `$`, backticks, `;`, `&` or spaces.
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/@%+-]+$")]
+# Prose for model cards and messages; bounded, it reaches no shell or Dockerfile.
+Prose = Annotated[str, StringConstraints(max_length=2000)]
 
 
 class Strict(BaseModel):
@@ -109,7 +125,10 @@ class Chip(Strict):
     template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+\.j2$")]
     runtime: Runtime = Runtime()
     stack: Stack
-    description: str = ""
+    # The Prefect work pool whose workers run on hosts with this chip; chips on the same
+    # hosts may share one. None: `flagrelease-<chip id>`.
+    pool: PoolName | None = None
+    description: Prose = ""
 
     @property
     def platform(self) -> str:
@@ -163,25 +182,60 @@ class Serve(Strict):
         return {engine: _scalar_args(args) for engine, args in v.items()}
 
 
-# Engine arguments become command-line flags via FlagScale, and hydra would resolve `${...}`:
-# plain text only, except a JSON object (vLLM's --compilation-config '{"full_cuda_graph": true}').
+# Engine arguments become command-line flags via FlagScale (0.8 joins them into shell command
+# lines on some launch paths), and hydra would resolve `${...}`: plain text only, or a JSON
+# object (vLLM's --compilation-config '{"full_cuda_graph": true}') whose keys and string
+# values are plain text too. Such an object is stored compact (no spaces), so that, even
+# unquoted in a shell line, it holds nothing but braces, brackets, commas, colons and
+# paired double quotes: no word splitting, no substitution, no second command.
 _ARG_TEXT = re.compile(r"^[A-Za-z0-9_.,:=/@+%-]*$")
+_JSON_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_JSON_MAX_DEPTH = 4
 
 
 def _scalar_args(args: dict[str, Any]) -> dict[str, Any]:
+    checked = {}
     for key, value in args.items():
         if not isinstance(value, (str, int, float, bool)):
             raise ValueError(f"engine argument {key} must be a scalar, got {type(value).__name__}")
-        if isinstance(value, str) and not (_ARG_TEXT.match(value) or _json_object(value)):
-            raise ValueError(f"engine argument {key}={value!r} holds characters that are not allowed")
-    return args
+        if isinstance(value, str) and not _ARG_TEXT.match(value):
+            value = _json_object(key, value)
+        checked[key] = value
+    return checked
 
 
-def _json_object(text: str) -> bool:
+def _json_object(key: str, text: str) -> str:
+    """A JSON-object engine argument, checked all the way down and written compact."""
     try:
-        return isinstance(json.loads(text), dict) and "${" not in text
+        parsed = json.loads(text)
     except ValueError:
-        return False
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(
+            f"engine argument {key} holds characters that are not allowed: use letters, digits and "
+            "_.,:=/@+%- only, or a JSON object"
+        )
+    _check_json(key, parsed, 1)
+    return json.dumps(parsed, separators=(",", ":"))
+
+
+def _check_json(key: str, value: Any, depth: int) -> None:
+    if depth > _JSON_MAX_DEPTH:
+        raise ValueError(f"engine argument {key}: JSON nested deeper than {_JSON_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for inner_key, inner in value.items():
+            if not _JSON_KEY.match(inner_key):
+                raise ValueError(
+                    f"engine argument {key}: JSON key {inner_key[:40]!r} may hold only letters, digits and _.-"
+                )
+            _check_json(key, inner, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_json(key, inner, depth + 1)
+    elif isinstance(value, str) and not _ARG_TEXT.match(value):
+        raise ValueError(
+            f"engine argument {key}: JSON string {value[:40]!r} may hold only letters, digits and _.,:=/@+%-"
+        )
 
 
 class PerfPlan(Strict):
@@ -200,7 +254,7 @@ class PerfPlan(Strict):
     repeats: Annotated[int, Field(ge=1, le=9)] = 1
     # Keep both sides' serve stacks up and alternate their repeats (needs room for two stacks).
     interleave: bool = False
-    request_timeout_s: float = 600.0
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AccuracyPlan(Strict):
@@ -218,9 +272,18 @@ class GatePolicy(BaseModel):
 
     rule: Literal["classic", "statistical"] = "statistical"
     max_drop: float = 0.05
-    perf_min_ratio: float = 0.8
-    z: float = 1.96
+    perf_min_ratio: Annotated[float, Field(gt=0)] = 0.8
+    z: Annotated[float, Field(gt=0)] = 1.96
     inconclusive_blocks: bool = True
+
+    @field_validator("max_drop")
+    @classmethod
+    def _a_fraction(cls, v: float) -> float:
+        # Accuracy is a fraction (0.72), so the margin is one too: 5 points is 0.05, never 5.
+        if not 0 <= v < 1:
+            hint = f"; {v:g} looks like a percentage, which would be {v / 100:g}" if 1 <= v <= 100 else ""
+            raise ValueError(f"max_drop is a fraction of accuracy from 0 up to 1 (0.05 allows 5 points){hint}")
+        return v
 
 
 class BenchPlan(Strict):
@@ -236,8 +299,8 @@ class Model(Strict):
     weights: Weights
     serve: Serve
     bench: BenchPlan = BenchPlan()
-    license: str = ""
-    description: str = ""
+    license: Prose = ""
+    description: Prose = ""
 
     @field_validator("served_model_name")
     @classmethod
@@ -272,7 +335,15 @@ FACT_NAMES = (
     "stack.flagcx",
     "stack.engine",
 )
-FactName = Annotated[str, Field(pattern="^(" + "|".join(re.escape(n) for n in FACT_NAMES) + ")$")]
+
+
+def _known_fact(name: str) -> str:
+    if name not in FACT_NAMES:
+        raise ValueError(f"unknown fact {name[:60]!r}{did_you_mean(name, FACT_NAMES)}; facts: {', '.join(FACT_NAMES)}")
+    return name
+
+
+FactName = Annotated[str, AfterValidator(_known_fact)]
 PLACEHOLDER = re.compile(r"\{([a-z_.]+)(\|major_minor(?:_nodot)?)?\}")
 
 
@@ -308,17 +379,51 @@ class Requirement(BaseModel):
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    description: str
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    description: Prose
     when: dict[FactName, str | list[str]] = {}
     require: Requirement
+
+
+class CellOverrides(Strict):
+    """Deep-merged into the chip and model of the cells an include entry extends."""
+
+    chip: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+
+
+class ExcludeEntry(Strict):
+    """Removes every combination it matches on all the axes it names."""
+
+    chip: str | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _names_an_axis(self) -> ExcludeEntry:
+        if self.chip is None and self.model is None:
+            raise ValueError("an exclude entry names a chip, a model or both")
+        return self
+
+
+class IncludeEntry(Strict):
+    """Extends the combinations whose axes it matches, or adds a new cell (GitHub Actions)."""
+
+    chip: str | None = None
+    model: str | None = None
+    overrides: CellOverrides | None = None
+
+    @model_validator(mode="after")
+    def _names_an_axis(self) -> IncludeEntry:
+        if self.chip is None and self.model is None:
+            raise ValueError("an include entry names a chip, a model or both")
+        return self
 
 
 class MatrixAxes(Strict):
     chip: list[str]
     model: list[str]
-    include: list[dict[str, Any]] = []
-    exclude: list[dict[str, Any]] = []
+    include: list[IncludeEntry] = []
+    exclude: list[ExcludeEntry] = []
 
 
 class ReleaseDefaults(Strict):
@@ -328,10 +433,71 @@ class ReleaseDefaults(Strict):
     aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]
 
 
+class Schedule(Strict):
+    """A scheduled run of the whole matrix (the `release-matrix` deployment), as Prefect cron."""
+
+    name: Ident
+    cron: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9*/,?#LW -]{9,100}$")]
+    timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+/-]{1,64}$")] = "UTC"
+    # Rebuild and re-measure even unchanged cells (a weekly rebuild picks up base image fixes).
+    force: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        from croniter import croniter  # what Prefect's CronSchedule validates with (vendored there)
+
+        # Five fields, and none of croniter's hashed or random forms, which Prefect refuses.
+        if len(v.split()) != 5 or re.search(r"\b[HR]\b", v) or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a valid cron expression (5 fields: minute hour day month weekday)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. UTC, Asia/Shanghai)") from None
+        return v
+
+
+class Fleet(Strict):
+    """How a matrix run spreads over chip hosts (Prefect work pools) and time (schedules)."""
+
+    # Cells run at once by an in-process `release` (no PREFECT_API_URL); `--jobs` overrides.
+    jobs: Annotated[int, Field(ge=1, le=64)] = 1
+    # Cells running at once across the whole fleet (a Prefect global concurrency limit).
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    # Cell runs at once per pool: one accelerator host serves one cell at a time by default.
+    pool_concurrency: dict[PoolName, Annotated[int, Field(ge=1, le=1024)]] = {}
+    default_pool_concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
+    # The pool of the host that runs scheduled `release-matrix` runs (the orchestrator); it
+    # must not be a chip's pool, or a parent could wait on the slot its own cells need.
+    orchestrator_pool: PoolName = "flagrelease-orchestrator"
+    # How long `release-matrix` waits for its cell runs before reporting the rest as not done.
+    deadline_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 360
+    # How long a cell's run may wait with no worker online in its pool before it is reported
+    # (and cancelled) instead of waited for: a starting worker needs a few seconds to show up.
+    worker_wait_seconds: Annotated[float, Field(gt=0, le=24 * 3600)] = 120
+    schedules: list[Schedule] = []
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_names(cls, v: list[Schedule]) -> list[Schedule]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"schedule names must be unique, got {names}")
+        return v
+
+
 class MatrixFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     release: ReleaseDefaults = ReleaseDefaults()
+    fleet: Fleet = Fleet()
     chips: dict[Ident, Chip]
     models: dict[Ident, Model]
     matrix: MatrixAxes
@@ -362,3 +528,13 @@ class Cell(Strict):
     @property
     def weights_mount(self) -> str:
         return self.model.weights.mount or f"/data/weights/{self.model_id}"
+
+    @property
+    def pool(self) -> str:
+        """The Prefect work pool whose workers can run this cell."""
+        return pool_of(self.chip_id, self.chip)
+
+
+def pool_of(chip_id: str, chip: Chip) -> str:
+    """The Prefect work pool of a chip's hosts: declared, else `flagrelease-<chip id>`."""
+    return chip.pool or f"flagrelease-{chip_id}"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, cast
+from typing import TYPE_CHECKING, Optional, cast, get_args
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from flagrelease.cli.common import JsonOpt, MatrixOpt, fail, out, print_gate
-from flagrelease.errors import ConfigError, FlagReleaseError
+from flagrelease.cli.common import JsonOpt, MatrixOpt, at_least, choice, fail, out, output_file, print_gate
+from flagrelease.errors import ConfigError, FlagReleaseError, did_you_mean, excerpt
 from flagrelease.matrix import find_matrix, load_matrix, select
-from flagrelease.results import Kind
+from flagrelease.schema import GatePolicy
+
+if TYPE_CHECKING:  # results pulls in numpy: not at start-up of every command
+    from flagrelease.results import Kind
 
 bench_app = typer.Typer(
     help="Measure a served model on 127.0.0.1 (the steps `build` runs, on their own).", no_args_is_help=True
@@ -25,8 +29,35 @@ def _shape(text: str) -> tuple[int, int]:
     try:
         input_len, output_len = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: write shapes as INPUTxOUTPUT, e.g. 1024x1024") from None
+        raise ConfigError(
+            f"--shape {excerpt(text)} is not INPUTxOUTPUT", where="--shape", fix="e.g. --shape 1024x1024"
+        ) from None
+    at_least(input_len, 1, "--shape input length")
+    at_least(output_len, 1, "--shape output length")
     return input_len, output_len
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--concurrency {excerpt(text)} is not a comma-separated list of numbers",
+            where="--concurrency",
+            fix="e.g. --concurrency 1,4,16",
+        ) from None
+    for level in levels:
+        at_least(level, 1, "--concurrency level")
+    return levels
+
+
+def _loopback(url: str) -> str:
+    from flagrelease.adapters.serve_client import loopback_url
+
+    try:
+        return loopback_url(url)
+    except ValueError as err:
+        raise ConfigError(str(err), where="--url", fix="publish the server on 127.0.0.1, pass that address") from None
 
 
 @bench_app.command("perf")
@@ -49,12 +80,18 @@ def bench_perf(
     from flagrelease.steps import loadgen
 
     try:
-        levels = [int(c) for c in concurrency.split(",")]
+        url, levels, shapes = _loopback(url), _levels(concurrency), [_shape(s) for s in shape]
+        at_least(num_prompts, 1, "--num-prompts")
+        at_least(num_warmups, 0, "--num-warmups")
+        if not request_rate > 0:  # inf (all at once) is allowed
+            raise ConfigError(f"--request-rate {request_rate:g} must be above 0", where="--request-rate")
+        output_file(out_file, "--out")
+        output_file(plot, "--plot")
         results = loadgen.sweep(
             url,
             model,
             levels,
-            [_shape(s) for s in shape],
+            shapes,
             num_prompts,
             num_warmups=num_warmups,
             request_rate=request_rate,
@@ -120,9 +157,13 @@ def bench_accuracy(
     from flagrelease.steps import accuracy
 
     try:
-        if kind not in ("multiple_choice", "exact_match"):
-            raise ConfigError(f"--kind {kind!r} is not multiple_choice or exact_match", where="--kind")
-        data = accuracy.load_dataset(dataset, dataset.stem, cast(Kind, kind))
+        url = _loopback(url)
+        choice(kind, ("multiple_choice", "exact_match"), "--kind")
+        choice(engine, ("vllm", "sglang", "llama_cpp"), "--engine")
+        at_least(concurrency, 1, "--concurrency")
+        at_least(max_tokens, 1, "--max-tokens")
+        output_file(out_file, "--out")
+        data = accuracy.load_dataset(dataset, dataset.stem, cast("Kind", kind))
         result = accuracy.run(url, model, data, engine=engine, concurrency=concurrency, max_tokens=max_tokens)
     except FlagReleaseError as err:
         fail(err, as_json)
@@ -138,7 +179,9 @@ def bench_accuracy(
 def gate_cmd(
     run_dir: Path = typer.Argument(..., help="a release's results directory (holding release.json)"),
     rule: Optional[str] = typer.Option(None, help="re-decide with this rule: statistical or classic"),
-    max_drop: Optional[float] = typer.Option(None, help="re-decide with this accuracy margin"),
+    max_drop: Optional[float] = typer.Option(
+        None, help="re-decide with this accuracy margin, a fraction: 0.05 allows a drop of 5 points"
+    ),
     matrix: Optional[Path] = MatrixOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -152,15 +195,22 @@ def gate_cmd(
     from flagrelease.steps.report import load_sides
 
     try:
+        updates = _policy_options(rule, max_drop)
         record = ReleaseRecord.load(run_dir)
         matrix_file = load_matrix(find_matrix(matrix))
         [cell] = select(matrix_file, chip=record.chip, model=record.model)
         if set(record.bench) != {"native", "flaggems"}:
-            raise ConfigError(f"{run_dir} holds no benchmark results to gate on", where=str(run_dir))
-        policy = cell.model.bench.gate.model_copy(
-            update={k: v for k, v in (("rule", rule), ("max_drop", max_drop)) if v is not None}
-        )
-        report, against = judge(load_sides(run_dir, record), reference_for(cell, matrix_file), policy)
+            raise ConfigError(
+                f"{run_dir} holds no benchmark results to gate on (sides: {', '.join(record.bench) or 'none'})",
+                where=f"{run_dir}: bench",
+                fix="gate a run that got as far as its benchmarks (status gated or released)",
+            )
+        policy = GatePolicy.model_validate(cell.model.bench.gate.model_dump() | updates)
+        sides, reference = load_sides(run_dir, record), reference_for(cell, matrix_file)
+        try:
+            report, against = judge(sides, reference, policy)
+        except ConfigError as err:  # the record's sides do not fit together: name the run
+            raise ConfigError(err.problem, where=f"{run_dir}: {err.where}", fix=err.fix) from None
     except FlagReleaseError as err:
         fail(err, as_json)
     if as_json:
@@ -168,3 +218,28 @@ def gate_cmd(
     else:
         print_gate(report, against)
     raise typer.Exit(0 if report.release else 4)
+
+
+def _policy_options(rule: str | None, max_drop: float | None) -> dict[str, object]:
+    """--rule and --max-drop, checked before anything is read."""
+    updates: dict[str, object] = {}
+    if rule is not None:
+        rules = get_args(GatePolicy.model_fields["rule"].annotation)
+        if rule not in rules:
+            raise ConfigError(
+                f"--rule {excerpt(rule)} is not a gate rule{did_you_mean(rule, rules)}",
+                where="--rule",
+                fix=f"use one of: {', '.join(rules)} (docs/gates.md explains them)",
+            )
+        updates["rule"] = rule
+    if max_drop is not None:
+        try:
+            GatePolicy(max_drop=max_drop)
+        except ValidationError as err:
+            raise ConfigError(
+                f"--max-drop {max_drop:g}: {str(err.errors()[0]['msg']).removeprefix('Value error, ')}",
+                where="--max-drop",
+                fix="give the largest accuracy drop allowed as a fraction, e.g. 0.05 for 5 points",
+            ) from None
+        updates["max_drop"] = max_drop
+    return updates

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from flagrelease.cli.common import JsonOpt, MatrixOpt, fail, out
-from flagrelease.errors import ConfigError, FlagReleaseError
+from flagrelease.cli.common import JsonOpt, MatrixOpt, choice, fail, out
+from flagrelease.errors import ConfigError, FlagReleaseError, excerpt
 from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.settings import load_settings
 
@@ -113,6 +115,7 @@ def releases_rebuild(
     from flagrelease.adapters.artifact_store import store_from_settings
 
     try:
+        choice(source, ("local", "s3"), "--source")
         settings = load_settings()
         stores = store_from_settings(settings.s3_url, settings.s3_endpoint_url, settings.results_dir)
         if source == "s3" and len(stores) < 2:
@@ -141,6 +144,8 @@ def card(
     from flagrelease.steps.card import write_card
 
     try:
+        if modelscope_repo:
+            _check_modelscope_target(modelscope_repo)
         record = ReleaseRecord.load(run_dir)
         matrix_file = load_matrix(find_matrix(matrix))
         [cell] = select(matrix_file, chip=record.chip, model=record.model)
@@ -155,3 +160,21 @@ def card(
         f"card written to {path}"
         + (f" and published to modelscope.cn/models/{modelscope_repo}" if modelscope_repo else "")
     )
+
+
+def _check_modelscope_target(repo: str) -> None:
+    """--publish-modelscope and its token, before the card is written."""
+    from flagrelease.adapters.modelscope_hub import TOKEN_ENV
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
+        raise ConfigError(
+            f"--publish-modelscope {excerpt(repo)} is not a ModelScope model id",
+            where="--publish-modelscope",
+            fix="give ORG/REPO, e.g. FlagRelease/Qwen3-4B-FlagOS-Ascend",
+        )
+    if not os.environ.get(TOKEN_ENV):
+        raise ConfigError(
+            f"publishing to ModelScope needs {TOKEN_ENV}",
+            where=TOKEN_ENV,
+            fix="create an access token at modelscope.cn and export it",
+        )

@@ -27,6 +27,7 @@ import statistics
 from typing import Literal
 
 from flagrelease.baseline import Baseline, bench_score
+from flagrelease.errors import ConfigError
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.results import (
     AccuracyResult,
@@ -174,10 +175,23 @@ def gate_inputs(
         if baseline is not None and name in baseline.benchmarks:
             pairs[name] = (bench_score(baseline, name), _score(result))
             against[name] = f"baseline {baseline.stack}"
-        else:
+        elif name in native.accuracy:
             pairs[name] = (_score(native.accuracy[name]), _score(result))
             against[name] = "native side of this run"
-    ratios = perf_ratios(native.perf, candidate.perf) if candidate.perf else []
+        else:
+            raise ConfigError(
+                f"benchmark {name} was measured on the flaggems side only: nothing to compare it with",
+                where=f"bench.native.accuracy.{name}",
+                fix="measure both sides again (the sides of a run are measured together)",
+            )
+    try:
+        ratios = perf_ratios(native.perf, candidate.perf) if candidate.perf else []
+    except ValueError as err:
+        raise ConfigError(
+            f"the perf results cannot be compared: {err}",
+            where="bench.native.perf / bench.flaggems.perf",
+            fix="measure both sides again (the sides of a run are measured together)",
+        ) from None
     return pairs, ratios, against
 
 

@@ -8,8 +8,10 @@ context holds nothing of the model, so every model on a chip renders the same on
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +19,7 @@ import jinja2
 import yaml
 
 from flagrelease.cell_facts import flaggems_installed, pins, serve_config, serve_port, served_name
-from flagrelease.errors import ConfigError
+from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.naming import base_reference, repository_name, stack_repository_name
 from flagrelease.results import BuildContext, ImageContext
 from flagrelease.schema import Cell, MatrixFile
@@ -102,27 +104,53 @@ def render_dockerfile(
     return text, labels, base
 
 
-def render_context(cell: Cell, matrix: MatrixFile, build: BuildSettings, out_dir: Path) -> BuildContext:
-    """Write both build contexts of `cell` into `out_dir`/stack and `out_dir`/model (replacing them)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    stack_text, stack_label_map, base = render_dockerfile(cell, matrix, build, "stack")
-    stack_dir = out_dir / "stack"
-    stack_dir.mkdir(parents=True)
-    (stack_dir / "Dockerfile").write_text(stack_text)
-    for static in sorted((matrix.dockerfiles / "files").iterdir()):
-        shutil.copy2(static, stack_dir / static.name)
+# Marks a directory as a render of ours, so the next render may replace it. Constant text,
+# outside `files` and the context hash: a context hashes the same wherever it was written.
+MARKER = ".flagrelease-render"
+MARKER_TEXT = "Written by `flagrelease render`; the next render into this directory replaces it.\n"
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 
+
+def render_context(
+    cell: Cell, matrix: MatrixFile, build: BuildSettings, out_dir: Path, *, force: bool = False
+) -> BuildContext:
+    """Write both build contexts of `cell`, `out_dir`/stack and `out_dir`/model.
+
+    `out_dir` may be new, empty or a previous render (which is replaced); anything else
+    is refused unless `force`. The contexts are written beside it first and moved into
+    place at the end, so a failure leaves `out_dir` as it was.
+    """
+    _check_target(out_dir, matrix, force)
+    stack_text, stack_label_map, base = render_dockerfile(cell, matrix, build, "stack")
     model_text, model_labels, _ = render_dockerfile(cell, matrix, build, "model")
-    model_dir = out_dir / "model"
-    (model_dir / "serve/conf/serve").mkdir(parents=True)
-    (model_dir / "Dockerfile").write_text(model_text)
     experiment, serve_list = (yaml.safe_dump(doc, sort_keys=False) for doc in serve_config(cell))
-    (model_dir / "serve/conf/serve.yaml").write_text(experiment)
-    (model_dir / f"serve/conf/serve/{cell.model_id}.yaml").write_text(serve_list)
+    staging: Path | None = None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.rendering-", dir=out_dir.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 is for secrets; a build context is not one
+        (staging / "stack").mkdir()
+        (staging / "stack/Dockerfile").write_text(stack_text)
+        for static in sorted((matrix.dockerfiles / "files").iterdir()):
+            shutil.copy2(static, staging / "stack" / static.name)
+        (staging / "model/serve/conf/serve").mkdir(parents=True)
+        (staging / "model/Dockerfile").write_text(model_text)
+        (staging / "model/serve/conf/serve.yaml").write_text(experiment)
+        (staging / f"model/serve/conf/serve/{cell.model_id}.yaml").write_text(serve_list)
+        (staging / MARKER).write_text(MARKER_TEXT)  # beside the contexts, in neither of them
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except OSError as err:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        problem = f"cannot write the build context to {out_dir}: {err.strerror or err}"
+        if err.errno in _DISK_ERRORS:
+            raise ServiceError(problem, where=str(out_dir), fix="free space on that disk") from None
+        raise ConfigError(problem, where=str(out_dir), fix="pass a directory you can write") from None
     return BuildContext(
-        stack=_image_context(stack_dir, stack_repository_name(cell), stack_label_map),
-        model=_image_context(model_dir, repository_name(cell), model_labels),
+        stack=_image_context(out_dir / "stack", stack_repository_name(cell), stack_label_map),
+        model=_image_context(out_dir / "model", repository_name(cell), model_labels),
         base_image=base,
         pins=pins(cell),
     )
@@ -133,6 +161,30 @@ def _image_context(root: Path, name: str, labels: dict[str, str]) -> ImageContex
     return ImageContext(
         path=root, context_hash=context_hash(root, files), repository_name=name, labels=labels, files=files
     )
+
+
+def _check_target(out_dir: Path, matrix: MatrixFile, force: bool) -> None:
+    """Refuse, before anything is written, a target whose contents are not ours to replace."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(
+            f"{out_dir} is {'a symbolic link' if out_dir.is_symlink() else 'a file'}, not a directory",
+            where=str(out_dir),
+            fix="pass the path of a new, empty or previously rendered directory",
+        )
+    resolved = out_dir.resolve()
+    protected = [Path.cwd(), *([matrix.source.parent] if matrix.source else [])]
+    if any(resolved == p or resolved in p.parents for p in protected):
+        raise ConfigError(
+            f"{out_dir} holds the working directory or the matrix; a render would replace it",
+            where=str(out_dir),
+            fix="render into a directory of its own, e.g. --out ./ctx",
+        )
+    if not force and out_dir.is_dir() and not (out_dir / MARKER).is_file() and any(out_dir.iterdir()):
+        raise ConfigError(
+            f"{out_dir} is not empty and is not a previous render: rendering would delete what it holds",
+            where=str(out_dir),
+            fix="pass a new or empty directory, or --force to replace its contents",
+        )
 
 
 def context_hash(root: Path, files: list[str]) -> str:

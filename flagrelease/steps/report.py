@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from flagrelease.adapters.artifact_store import publish_artifacts, store_from_settings
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
 from flagrelease.errors import ConfigError
+from flagrelease.input_files import read_text
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.results import QuestionResult, ReportResult, SideResult, StoredCopy
@@ -24,6 +27,7 @@ from flagrelease.settings import Settings
 from flagrelease.steps.accuracy import write_records
 from flagrelease.steps.card import write_card
 from flagrelease.steps.loadgen import plot_sweep
+from flagrelease.validation import config_error
 
 SMOKE_LOG = "smoke.log"
 PLOT = "perf.png"
@@ -62,10 +66,30 @@ def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
     for side, result in record.bench.items():
         accuracy = {}
         for name, acc in result.accuracy.items():
-            lines = _read(run_dir, record, f"accuracy-{side}-{name}").splitlines()
-            accuracy[name] = acc.model_copy(
-                update={"results": [QuestionResult.model_validate_json(line) for line in lines if line]}
-            )
+            rel = record.files.get(f"accuracy-{side}-{name}")
+            if rel is None:
+                raise ConfigError(
+                    f"run {record.run_id} names no per-question file for {side}/{name}",
+                    where=str(run_dir / RECORD_FILE),
+                    fix="restore the run from the artifact store",
+                )
+            path = run_dir / rel
+            lines = read_text(path, "per-question results", missing_fix="restore the run from the artifact store")
+            results = []
+            for number, line in enumerate(lines.splitlines(), start=1):
+                if not line:
+                    continue
+                try:
+                    results.append(QuestionResult.model_validate_json(line))
+                except ValidationError as err:
+                    raise config_error(
+                        err,
+                        QuestionResult,
+                        what="per-question result",
+                        where=f"{path}:{number}",
+                        fix="restore the run from the artifact store",
+                    ) from None
+            accuracy[name] = acc.model_copy(update={"results": results})
         repeats = [
             [PerfResult.model_validate(level) for level in run]
             for run in json.loads(_read(run_dir, record, f"perf-{side}") or "[]")
@@ -92,7 +116,11 @@ def _read(run_dir: Path, record: ReleaseRecord, role: str) -> str:
     try:
         return (run_dir / rel).read_text()
     except OSError as err:
-        raise ConfigError(f"cannot read {rel}: {err.strerror}", where=str(run_dir / rel)) from None
+        raise ConfigError(
+            f"cannot read {rel}: {err.strerror}",
+            where=str(run_dir / rel),
+            fix="restore the run from the artifact store",
+        ) from None
 
 
 def publish_reports(

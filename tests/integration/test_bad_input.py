@@ -1,11 +1,21 @@
-"""Bad input: one clear message, a non-zero exit, nothing built or pushed, no container left."""
+"""Bad input and expected failures, through the real command line: one clear message, the
+right exit code, no traceback (ours or Prefect's), nothing built or pushed, no container left.
+tests/unit/test_bad_inputs.py runs the full table in-process; this runs a subset as a user does."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.testing.utilities import prefect_test_harness
 
 from flagrelease.adapters import docker_engine
+from flagrelease.adapters.local_registry import LocalRegistry
 from flagrelease.adapters.registry import RegistryClient
+from flagrelease.errors import ServiceError
 from tests.conftest import ROOT, free_port, parse_json_stdout, run_cli
 
 
@@ -13,8 +23,15 @@ def _image_count(client) -> int:
     return len(client.images.list(all=True))
 
 
-def _owned_containers(client) -> list:
-    return client.containers.list(all=True, filters={"label": docker_engine.OWNER_LABEL})
+def _run_containers(client, home) -> list:
+    """Containers of the runs recorded under `home`: other runs may share this dockerd."""
+    run_ids = [json.loads(p.read_text())["run_id"] for p in home.glob("results/*/*/release.json")]
+    assert run_ids, f"no run recorded under {home}"
+    return [
+        c
+        for run_id in run_ids
+        for c in client.containers.list(all=True, filters={"label": f"{docker_engine.OWNER_LABEL}={run_id}"})
+    ]
 
 
 @pytest.mark.parametrize(
@@ -57,8 +74,9 @@ def test_unreachable_registry_builds_and_pushes_nothing(tmp_path, docker_client)
     assert proc.returncode == 3
     assert f"registry {dead} cannot be reached" in proc.stderr
     assert "fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert _image_count(docker_client) == before
-    assert _owned_containers(docker_client) == []
+    assert _run_containers(docker_client, tmp_path) == []
 
 
 def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tmp_path, docker_client):
@@ -81,6 +99,96 @@ def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tm
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "smoke test failed: the serve stack did not become ready before the deadline" in proc.stderr
+    assert "Traceback" not in proc.stderr  # Prefect's own traceback of the handled failure stays in its run log
     with RegistryClient(registry.address) as api:
         assert api.tags(name) == tags_before
-    assert _owned_containers(docker_client) == []
+    assert _run_containers(docker_client, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["matrix", "--matrix", "/bin/true"], "is not UTF-8 text"),
+        (["matrix", "--matrix", str(ROOT / "dockerfiles")], "is a directory, not a file"),
+        (["gate", str(ROOT / "tests/data/card/tiny-llama--cpu"), "--rule", "clasic"], "did you mean 'classic'?"),
+        (["gate", str(ROOT / "tests/data/card/tiny-llama--cpu"), "--max-drop", "5"], "looks like a percentage"),
+        (["render", "-m", "tiny-llama", "-c", "cpu", "--out", str(ROOT / "matrix.yaml")], "is a file, not a directory"),
+        (["build", "-m", "tiny-llama", "-c", "cpu", "--registry", "harbor example"], "--registry"),
+    ],
+)
+def test_bad_input_through_the_console_script(args, message, tmp_path):
+    before = (ROOT / "matrix.yaml").read_bytes()
+    proc = run_cli(*args, home=tmp_path / "home", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (ROOT / "matrix.yaml").read_bytes() == before and not (tmp_path / "home").exists()
+
+
+def test_a_billion_laughs_matrix_is_refused_at_once(tmp_path):
+    """Nine levels of nine aliases each: 387 million nodes once expanded, refused before any of it is built."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (tmp_path / "matrix.yaml").write_text("\n".join(lines) + "\nchips: {cpu: {vendor: *l8}}\n")
+    proc = run_cli("matrix", "--matrix", str(tmp_path / "matrix.yaml"), "--json", home=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["problem"].startswith("matrix file expands to more than 500000 YAML nodes")
+    assert len(proc.stderr) < 1000 and "Traceback" not in proc.stderr
+
+
+def test_a_failing_flow_prints_our_error_and_no_prefect_traceback(tmp_path, docker_client):
+    """A real flow run on the embedded Prefect server whose failure is expected (this host cannot
+    build the Ascend cell): our error block, exit 3, and none of Prefect's tracebacks."""
+    proc = run_cli("build", "--model", "qwen3-4b", "--chip", "ascend-a3", "--no-push", home=tmp_path, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Beginning flow run" in proc.stderr  # Prefect ran the flow and logged to this console
+    assert "error: cannot build qwen3-4b x ascend-a3 on this host; nothing was built" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Finished in state Failed" not in proc.stderr
+    assert proc.stderr.count("cannot build qwen3-4b x ascend-a3 on this host") == 1
+
+
+def no_perf_matrix(tmp_path):
+    """The project's matrix with tiny-llama's perf sweep off: the gate decides on accuracy alone
+    (identical stacks on both sides), so a cell reaches its push within seconds of its build."""
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data["models"]["tiny-llama"]["bench"]["perf"] = None
+    for name in ("dockerfiles", "datasets", "baselines"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "matrix.yaml"
+
+
+def test_a_read_only_registry_is_asked_once(released, tmp_path, monkeypatch, docker_client):
+    """The registry answers but refuses the upload: a refusal, so the push task runs once
+    (its retries are for outages), the flow fails with the registry's answer, nothing is tagged."""
+    from flows.release_cell import release_cell
+
+    readonly = LocalRegistry(tmp_path / "ro-registry", free_port(), readonly=True).start()
+    monkeypatch.setenv("FLAGRELEASE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    try:
+        with prefect_test_harness():
+            state = release_cell(
+                model="tiny-llama",
+                chip="cpu",
+                matrix=str(no_perf_matrix(tmp_path)),
+                registry=readonly.address,
+                return_state=True,
+            )
+            assert state.is_failed()
+            with pytest.raises(ServiceError, match="Method not allowed"):
+                state.result()
+            with get_client(sync_client=True) as client:
+                runs = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+                )
+        pushes = [run for run in runs if run.name.startswith("push")]
+        assert [(run.run_count, run.state_type.value) for run in pushes] == [(1, "FAILED")]
+        with RegistryClient(readonly.address) as api:
+            assert api.tags(released["repository"].split("/", 1)[1]) == []
+    finally:
+        readonly.stop()
+    [record] = (tmp_path / "home/results/tiny-llama--cpu").glob("*/release.json")
+    assert json.loads(record.read_text())["status"] == "failed"
+    assert _run_containers(docker_client, tmp_path / "home") == []

@@ -92,3 +92,27 @@ def test_release_dry_run_plans_the_whole_matrix(tmp_path):
     proc = run_cli("release", "--dry-run", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 16
+
+
+def test_matrix_shows_a_cell_that_breaks_a_rule_and_exits_2(tmp_path):
+    """`build` refuses such a cell; `matrix` shows it, says why, and exits 2 as well."""
+    bad = tmp_path / "matrix.yaml"
+    bad.write_text((ROOT / "matrix.yaml").read_text().replace("torch_npu: 2.6.0rc1", "torch_npu: 2.5.1"))
+    table = run_cli("matrix", "--matrix", str(bad), home=tmp_path, extra_env={"COLUMNS": "250"})
+    assert table.returncode == 2, table.stderr
+    assert "qwen3-4b x ascend-a3" in table.stdout and "torch-npu-matches-torch" in table.stdout
+    assert "compatibility rule violation(s)" in table.stderr and "Traceback" not in table.stderr
+    plan = run_cli("matrix", "--print", "--matrix", str(bad), "--chip", "ascend-a3", home=tmp_path)
+    assert plan.returncode == 2
+    assert {v["rule"] for c in json.loads(plan.stdout) for v in c["violations"]} == {"torch-npu-matches-torch"}
+
+
+def test_error_text_keeps_its_square_brackets(tmp_path):
+    """Errors are printed without Rich markup: key paths such as matrix.include[0] stay whole."""
+    bad = tmp_path / "matrix.yaml"
+    bad.write_text(
+        (ROOT / "matrix.yaml").read_text().replace("- {chip: cpu, model: tiny-llama}", "- {chip: cpu, modle: x}")
+    )
+    proc = run_cli("matrix", "--matrix", str(bad), home=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown key 'modle' in matrix.include[0]" in proc.stderr and "did you mean 'model'?" in proc.stderr

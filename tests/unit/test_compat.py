@@ -83,3 +83,37 @@ def test_unknown_torch_npu_release_is_reported_not_passed():
 )
 def test_release_prefix(version, parts, expected):
     assert release(version, parts) == expected
+
+
+def test_the_shared_checker_decides_as_a_fresh_one_per_cell():
+    """The Checker shares decisions across cells; across broken chips, cells of a chip with
+    an override and a rule that reads the model, it must say what checking each cell alone says."""
+    from flagrelease.compat import Checker
+    from flagrelease.schema import Rule
+
+    rules = [
+        *MATRIX.compatibility,
+        Rule.model_validate(
+            {
+                "id": "no-qwen3-8b-on-metax",
+                "description": "a rule about a model",
+                "when": {"model.id": "qwen3-8b"},
+                "require": {"field": "chip.vendor", "in": ["!metax"]},
+            }
+        ),
+    ]
+    cells = expand(MATRIX) + [cell(chip_id, **patch) for _, chip_id, patch in CASES]
+    checker = Checker(rules)
+    shared = [checker.check(c) for c in cells]
+    alone = [check_cell(c, rules) for c in cells]
+    assert shared == alone
+    assert any(v.rule == "no-qwen3-8b-on-metax" for found in shared for v in found)
+    assert sum(bool(found) for found in shared) == len(CASES) + 1
+
+
+def test_an_error_names_at_most_twenty_violations():
+    many = [cell("ascend-a3", stack={"torch": "2.5.1"}).model_copy(update={"model_id": f"m{i}"}) for i in range(30)]
+    with pytest.raises(ConfigError) as err:
+        ensure_compatible(many, MATRIX.compatibility, "matrix.yaml")
+    assert err.value.problem.startswith("30 compatibility rule violation(s)")
+    assert "... and 10 more" in err.value.problem and err.value.problem.count("torch-npu-matches-torch") == 20

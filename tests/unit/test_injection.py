@@ -87,3 +87,49 @@ def test_apt_mirror_setting_is_validated(mirror):
 
     with pytest.raises(ValidationError):
         BuildSettings(apt_mirror=mirror)
+
+
+def test_json_engine_arg_is_stored_compact_so_no_shell_word_splits(tmp_path):
+    """FlagScale 0.8 may join engine arguments into a shell line unquoted: the object keeps
+    only braces, brackets, commas, colons and paired quotes around plain text."""
+    load_with(
+        tmp_path,
+        "models",
+        "qwen3-4b",
+        ["serve", "engine_args", "compilation_config"],
+        '{"full_cuda_graph": true, "cudagraph_capture_sizes": [1, 2, 4], "backend": "inductor"}',
+    )
+    matrix = load_matrix(tmp_path / "matrix.yaml")
+    value = matrix.models["qwen3-4b"].serve.engine_args["compilation_config"]
+    assert value == '{"full_cuda_graph":true,"cudagraph_capture_sizes":[1,2,4],"backend":"inductor"}'
+    assert not set(value) & set(" \t\n;&|$`()<>\\'*?!#~")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"level": "$(id)"}',
+        '{"level": "a b"}',
+        '{"a;b": 1}',
+        '{"x": ["ok", "`id`"]}',
+        '{"x": {"y": {"z": {"w": {"v": 1}}}}}',
+        '{"x": "${oc.env:AWS_SECRET_ACCESS_KEY}"}',
+        '["not", "an", "object"]',
+    ],
+)
+def test_json_engine_arg_is_checked_all_the_way_down(tmp_path, text):
+    with pytest.raises(ConfigError, match="models.qwen3-4b.serve.engine_args"):
+        load_with(tmp_path, "models", "qwen3-4b", ["serve", "engine_args", "compilation_config"], text)
+
+
+@pytest.mark.parametrize(
+    "mirror", ["quay.io=mirror.example.com/quay\nRUN id", "quay.io=mirror example.com", "quay.io=$(id)", "quay.io"]
+)
+def test_base_mirror_setting_is_validated(mirror):
+    """The mirror rewrites the base image name, which lands in the Dockerfile's FROM line."""
+    from pydantic import ValidationError
+
+    from flagrelease.settings import BuildSettings
+
+    with pytest.raises(ValidationError):
+        BuildSettings(base_mirror=mirror, ca_bundle=None, docker_cli="docker")

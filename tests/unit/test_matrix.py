@@ -29,16 +29,18 @@ def test_project_matrix_loads_and_expands():
 
 
 def test_include_exclude_follow_github_actions_semantics():
+    patch = {"model": {"serve": {"engine_args": {"max_num_seqs": 2}}}}
     axes = MatrixAxes(
         chip=["a", "b"],
         model=["x", "y"],
         exclude=[{"chip": "b", "model": "y"}],
-        include=[{"chip": "a", "note": "extends a-x and a-y"}, {"chip": "c", "model": "z"}],
+        include=[{"chip": "a", "overrides": patch}, {"chip": "c", "model": "z"}],
     )
+    overrides = axes.include[0].overrides
     combos = combinations(axes)
     assert {"chip": "b", "model": "y"} not in combos
-    assert {"chip": "a", "model": "x", "note": "extends a-x and a-y"} in combos
-    assert {"chip": "a", "model": "y", "note": "extends a-x and a-y"} in combos
+    assert {"chip": "a", "model": "x", "overrides": overrides} in combos
+    assert {"chip": "a", "model": "y", "overrides": overrides} in combos
     assert {"chip": "b", "model": "x"} in combos
     assert {"chip": "c", "model": "z"} in combos
     assert len(combos) == 4
@@ -96,7 +98,7 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path):
 def test_matrix_axis_naming_undefined_chip(tmp_path):
     data = project_matrix()
     data["matrix"]["chip"].append("ghost")
-    with pytest.raises(ConfigError, match="matrix.chip lists 'ghost'"):
+    with pytest.raises(ConfigError, match=r"matrix.chip\[5\] names 'ghost', which is not defined under chips"):
         load_matrix(write(tmp_path, data))
 
 
@@ -143,3 +145,80 @@ def test_exact_chip_id_wins_over_a_vendor_of_the_same_name(tmp_path):
     assert [c.chip_id for c in select(matrix, chip="cpu")] == ["cpu"]
     assert [c.chip_id for c in select(matrix, chip="cpu-arm64")] == ["cpu-arm64"]
     assert {c.chip_id for c in select(matrix, model="tiny-llama")} == {"cpu", "cpu-arm64"}
+
+
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
+    """Ordinary aliases and merge keys are fine; only expansion beyond the caps is refused."""
+    text = (ROOT / "matrix.yaml").read_text()
+    text = text.replace('      env: {OMP_NUM_THREADS: "2"}', '      env: &threads {OMP_NUM_THREADS: "2"}')
+    text = text.replace('      env: {VLLM_USE_V1: "1"}\n', '      env: {<<: *threads, VLLM_USE_V1: "1"}\n')
+    text = text.replace("served_model_name: tiny-llama-flagos", "served_model_name: &name tiny-llama-flagos")
+    text = text.replace("description: A tiny random-weight", "description: *name\n    license: A tiny random-weight")
+    text = text.replace("    license: Random weights generated", "    x: Random weights generated")
+    matrix = load_matrix(write(tmp_path, text.replace("    x: Random weights", "    # Random weights")))
+    assert matrix.chips["nvidia-h100"].runtime.env == {"OMP_NUM_THREADS": "2", "VLLM_USE_V1": "1"}
+    assert matrix.models["tiny-llama"].description == "tiny-llama-flagos"
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"l{i}: &l{i} [{', '.join(['*' + ('a' if i == 0 else f'l{i - 1}')] * 10)}]\n" for i in range(6)),
+            "expands to more than",
+        ),
+        ("a: &a {b: *a}\n", "refers to itself"),
+        ("a: " + "{x: " * 80 + "1" + "}" * 80 + "\n", "nests deeper than"),
+    ],
+    ids=["laughs", "recursive", "deep"],
+)
+def test_hostile_yaml_is_refused_before_anything_is_built_from_it(tmp_path, text, message):
+    from flagrelease.input_files import load_yaml
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(path, "matrix file")
+
+
+def test_an_extends_chain_is_bounded(tmp_path):
+    data = project_matrix()
+    data["chips"]["_b0"] = data["chips"].pop("cpu")
+    for i in range(1, 40):
+        data["chips"][f"_b{i}"] = {"extends": f"_b{i - 1}"}
+    data["chips"]["cpu"] = {"extends": "_b39"}
+    with pytest.raises(ConfigError, match="`extends` chain longer than 32"):
+        load_matrix(write(tmp_path, data))
+
+
+def test_one_override_is_merged_once_for_all_the_cells_it_extends(tmp_path):
+    data = project_matrix()
+    data["matrix"]["include"].append(
+        {"model": "qwen3-8b", "overrides": {"model": {"serve": {"engine_args": {"max_num_seqs": 2}}}}}
+    )
+    cells = [c for c in expand(load_matrix(write(tmp_path, data))) if c.model_id == "qwen3-8b"]
+    assert len(cells) == 5 and {c.model.serve.engine_args["max_num_seqs"] for c in cells} == {2}
+    assert len({id(c.model) for c in cells}) == 1  # validated once, shared by the five cells
+    assert load_matrix(ROOT / "matrix.yaml").models["qwen3-8b"].serve.engine_args["max_num_seqs"] == 16
+
+
+def test_an_excerpt_is_short_whatever_it_quotes():
+    from flagrelease.errors import EXCERPT_MAX, excerpt
+
+    nested = ["x" * 10_000]
+    for _ in range(50):
+        nested = [nested] * 1000  # shared: a "billion laughs" in memory, cheap to build
+    assert len(excerpt(nested)) <= EXCERPT_MAX
+    assert len(excerpt("y" * 1_000_000)) <= EXCERPT_MAX
+
+
+def test_validation_names_the_allowed_keys_at_any_depth():
+    from flagrelease.schema import MatrixFile
+    from flagrelease.validation import allowed_keys, key_path
+
+    assert key_path(["matrix", "include", 0, "chip"]) == "matrix.include[0].chip"
+    assert "flaggems" in allowed_keys(MatrixFile, ["chips", "cpu", "stack"])
+    assert allowed_keys(MatrixFile, ["matrix", "include", 3]) == ["chip", "model", "overrides"]
+    assert "in" in allowed_keys(MatrixFile, ["compatibility", 0, "require"])  # by its alias
+    assert allowed_keys(MatrixFile, ["models", "m", "bench", "perf"])[:2] == ["concurrency", "interleave"]

@@ -149,3 +149,34 @@ def test_context_hash_tracks_content(tmp_path):
     second = render_context(other, matrix, SETTINGS, tmp_path / "d")
     assert second.stack.context_hash == one.stack.context_hash
     assert second.model.context_hash != one.model.context_hash
+
+
+def test_a_render_is_marked_and_the_mark_is_not_part_of_the_context(tmp_path):
+    from flagrelease.steps.render import MARKER, context_hash
+
+    matrix, cell = cpu_cell()
+    ctx = render_context(cell, matrix, SETTINGS, tmp_path / "a")
+    assert (tmp_path / "a" / MARKER).is_file()
+    for part in (ctx.stack, ctx.model):
+        assert MARKER not in part.files and context_hash(part.path, part.files) == part.context_hash
+    (tmp_path / "a" / MARKER).write_text("changed\n")
+    again = render_context(cell, matrix, SETTINGS, tmp_path / "a")
+    assert (again.stack.context_hash, again.model.context_hash) == (ctx.stack.context_hash, ctx.model.context_hash)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"], "no staging directory left behind"
+
+
+def test_a_render_refuses_what_is_not_its_own_and_leaves_it_alone(tmp_path):
+    matrix, cell = cpu_cell()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work\n")
+    with pytest.raises(ConfigError, match="is not a previous render"):
+        render_context(cell, matrix, SETTINGS, theirs)
+    assert [p.name for p in theirs.iterdir()] == ["thesis.tex"]
+    (tmp_path / "link").symlink_to(theirs)
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        render_context(cell, matrix, SETTINGS, tmp_path / "link", force=True)
+    assert [p.name for p in theirs.iterdir()] == ["thesis.tex"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert render_context(cell, matrix, SETTINGS, empty).model.path == empty / "model"

@@ -7,7 +7,7 @@ from pydantic import SecretStr
 
 from flagrelease.adapters.registry import base_url
 from flagrelease.adapters.serve_client import loopback_url
-from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
+from flagrelease.errors import ConfigError, GateFailed, ServiceError, ServiceUnavailable
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import base_reference
 from flagrelease.settings import BuildSettings
@@ -83,3 +83,49 @@ def test_push_retry_decides_on_the_error_type_not_its_words(error, retried):
     from flows.release_cell import _retry_push
 
     assert _retry_push(None, None, _State(error)) is retried
+
+
+def _record(name: str, message: str, error: BaseException | None = None):
+    import logging
+
+    exc_info = (type(error), error, None) if error is not None else None
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, exc_info)
+
+
+@pytest.mark.parametrize(
+    ("record", "shown"),
+    [
+        (_record("prefect.task_runs", "Task run failed with exception: ...", ServiceError("push refused")), False),
+        (_record("prefect.flow_runs", "Encountered exception during execution", GateFailed("no")), False),
+        (
+            _record(
+                "prefect.flow_runs",
+                "Finished in state Failed('Flow run encountered an exception: ServiceError: smoke test failed')",
+            ),
+            False,
+        ),
+        (
+            _record(
+                "prefect.task_runs",
+                "Finished in state Failed('Task run encountered an exception ServiceUnavailable: registry down')",
+            ),
+            False,
+        ),
+        # A bug keeps its traceback and its state line: that is how it gets fixed.
+        (_record("prefect.task_runs", "Task run failed with exception: ...", KeyError("pins")), True),
+        (
+            _record(
+                "prefect.flow_runs", "Finished in state Failed('Flow run encountered an exception: KeyError: pins')"
+            ),
+            True,
+        ),
+        (_record("prefect.flow_runs", "Finished in state Completed()"), True),
+        (_record("prefect.task_runs", "Task run failed with exception: ServiceUnavailable(...) - Retry 1/2"), True),
+        # Not Prefect's run loggers: untouched.
+        (_record("flagrelease", "whatever", ServiceError("x")), True),
+    ],
+)
+def test_handled_failures_leave_the_console_to_the_cli(record, shown):
+    from flows.console_logging import HideHandledFailures
+
+    assert HideHandledFailures().filter(record) is shown
