@@ -25,11 +25,7 @@ def plan(cells: list[Cell], matrix: MatrixFile, build: BuildSettings) -> list[di
         key = (id(cell.chip), cell.chip_id)
         known = chips.get(key)
         if known is None:
-            stack = naming.full_repository(None, matrix.release.namespace, naming.stack_repository_name(cell))
-            known = chips[key] = (
-                cell.chip,
-                _chip_plan(cell.chip_id, cell.chip, matrix, build) | {"stack_image": f"{stack}:key-<stack key>"},
-            )
+            known = chips[key] = (cell.chip, _chip_plan(cell.chip_id, cell.chip, matrix, build))
         plans.append(_cell_plan(cell, matrix, known[1], checker))
     return plans
 
@@ -66,8 +62,6 @@ def _cell_plan(cell: Cell, matrix: MatrixFile, chip_plan: dict[str, Any], checke
         "model": cell.model_id,
         "platform": chip_plan["platform"],
         "image": f"{naming.full_repository(None, matrix.release.namespace, name)}:<YYMMDDHHMM>",
-        # Cells naming the same stack image share it: built once, each model a thin layer on it.
-        "stack_image": chip_plan["stack_image"],
         "base_image": chip_plan["base_image"],
         "base_made_locally": chip_plan["base_made_locally"],
         "template": chip_plan["template"],
