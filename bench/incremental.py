@@ -19,7 +19,8 @@ run so that its build is a real, cold one:
   noop     `flagrelease build` of the released tiny-llama (unchanged: nothing built, run
            or pushed) against a bare Prefect flow start (`@flow def noop(): pass; noop()`
            in a new Python process, same environment): pairs in ABBA order, ratio per
-           pair (goal <= 1.2x).
+           pair; their geometric mean with a 95 % t-interval, and PASS / FAIL /
+           INCONCLUSIVE against the goal (<= 1.2x) as the interval lies below, above or across it.
   resume   tiny-llama under a new release key (the gate's perf threshold moved by a
            hair): a full run (`--force`) against a run killed (SIGKILL to its process
            group) once its record shows the built image and then resumed (at the smoke
@@ -29,7 +30,7 @@ run so that its build is a real, cold one:
 Afterwards every image of the `flagrelease-bench` namespace and the bench's base are
 removed, the registry is stopped and the temporary home deleted.
 
-    .venv/bin/python bench/incremental.py --pairs 6 --json /tmp/incremental.json
+    .venv/bin/python bench/incremental.py --pairs 10 --json /tmp/incremental.json
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -181,9 +183,24 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (no scipy here).
+T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+T95 |= {11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093}
+
+
+def ratio_interval(ratios: list[float], goal: float) -> dict:
+    """Geometric mean of paired ratios with its 95 % t-interval, and the verdict against `goal`."""
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.fmean(logs)
+    half = T95[len(logs) - 1] * statistics.stdev(logs) / math.sqrt(len(logs))
+    low, high = math.exp(mean - half), math.exp(mean + half)
+    verdict = "PASS" if high <= goal else "FAIL" if low > goal else "INCONCLUSIVE"
+    return {"geomean": math.exp(mean), "ci95": [low, high], "goal": goal, "verdict": verdict}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=6, help="ABBA pairs of no-op rerun vs. bare flow")
+    parser.add_argument("--pairs", type=int, default=10, help="ABBA pairs of no-op rerun vs. bare flow (2-20)")
     parser.add_argument("--builds", type=int, default=5, help="repeats of the model image build alone")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
@@ -255,6 +272,7 @@ def main() -> None:
             "noop_s": spread(noop),
             "bare_s": spread(bare),
             "ratio": spread(ratios),
+            "ratio_interval": ratio_interval(ratios, 1.2),
             "stage_seconds": spread(stages),
             "raw": {"noop": noop, "bare": bare},
         }
