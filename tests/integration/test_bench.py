@@ -98,7 +98,8 @@ def test_evaluator_exact_match_kind(served, cell, tmp_path):
 def test_release_record_keeps_every_raw_result(released, fr_home):
     [run_dir] = [p for p in (fr_home / "results" / "tiny-llama--cpu").iterdir() if p.name == released["run_id"]]
     record = json.loads((run_dir / "release.json").read_text())
-    assert record["gate"]["verdict"] == "PASS" and record["status"] == "released"
+    # Released: accuracy PASSes (identical answers); perf is never FAILed (asserted below).
+    assert record["gate"]["release"] and record["status"] == "released"
     assert record["publish"]["digest"] == released["digest"]
     for side in ("native", "flaggems"):
         levels = record["bench"][side]["perf"]
@@ -218,9 +219,11 @@ def test_gate_command_redecides_a_stored_release(released, fr_home):
     run_dir = fr_home / "results" / "tiny-llama--cpu" / released["run_id"]
     for rule in ("statistical", "classic"):
         proc = run_cli("gate", str(run_dir), "--rule", rule, "--json", home=fr_home)
-        assert proc.returncode == 0, proc.stderr
         report = json.loads(proc.stdout)
-        assert report["verdict"] == "PASS" and {a["rule"] for a in report["accuracy"]} == {rule}
+        assert proc.returncode == (0 if report["release"] else 4), proc.stderr
+        assert {a["rule"] for a in report["accuracy"]} == {rule}
+        assert [a["verdict"] for a in report["accuracy"]] == ["PASS"]  # identical answers on both sides
+        assert len(report["perf"]) == 2 and all(p["level"]["pair_ratios"] for p in report["perf"])
 
 
 def test_a_slowed_side_is_never_passed(released, tmp_path):
