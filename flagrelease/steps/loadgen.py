@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 
 from flagrelease.adapters.serve_client import loopback_url
-from flagrelease.errors import ServiceError
+from flagrelease.errors import ServiceError, ServiceUnavailable
 from flagrelease.perf_metrics import PerfResult, RequestTrace, summarize
 from flagrelease.results import PerfVerdict
 
@@ -42,6 +42,7 @@ TokenCount = Callable[[str], Awaitable[int]]
 
 PROBE_TOKENS = 16
 TOKENIZE_PARALLEL = 16  # /tokenize calls in flight while fitting prompts
+TOKENIZE_ATTEMPTS = 3  # a dropped connection is retried; a server that keeps dropping fails the window
 
 
 async def bench(
@@ -95,8 +96,16 @@ async def bench(
 
 
 def window(base_url: str, model: str, **level) -> PerfResult:
-    """One measurement window of one level (`bench`'s arguments), from synchronous code."""
-    return asyncio.run(bench(base_url, model, **level))
+    """One measurement window of one level (`bench`'s arguments), from synchronous code.
+    A served model that keeps dropping connections is a ServiceError, not a traceback."""
+    try:
+        return asyncio.run(bench(base_url, model, **level))
+    except httpx.HTTPError as err:
+        raise ServiceUnavailable(
+            f"the served model at {base_url} failed while sizing or sending prompts: {type(err).__name__}: {err}",
+            where=base_url,
+            fix="see the container log; a host this busy may need a longer perf.request_timeout_s",
+        ) from None
 
 
 def sweep(
@@ -301,8 +310,15 @@ async def _server_counter(client: httpx.AsyncClient) -> TokenCount | None:
     """Token count of a text by the server's tokenizer, None when it has no /tokenize."""
 
     async def count(text: str) -> int:
-        # llama-server reads `content`, vLLM reads `prompt`; each ignores the other.
-        response = await client.post("/tokenize", json={"content": text, "prompt": text})
+        # llama-server reads `content`, vLLM reads `prompt`; each ignores the other. A busy
+        # server may close a pooled connection under a request: that one is sent again.
+        for attempt in range(TOKENIZE_ATTEMPTS):
+            try:
+                response = await client.post("/tokenize", json={"content": text, "prompt": text})
+                break
+            except httpx.TransportError:
+                if attempt == TOKENIZE_ATTEMPTS - 1:
+                    raise
         response.raise_for_status()
         return len(response.json()["tokens"])
 
