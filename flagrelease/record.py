@@ -13,7 +13,8 @@ the record names in `files`.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from flagrelease.results import (
     ReportResult,
     SideResult,
     SmokeResult,
+    StagedImage,
 )
 from flagrelease.validation import config_error
 
@@ -49,6 +51,11 @@ _RAW: dict[str, Any] = {
 }
 
 
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique across hosts: 20261202T010203Z-1a2b3c."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
 class ReleaseRecord(BaseModel):
     run_id: str
     started: datetime
@@ -67,8 +74,12 @@ class ReleaseRecord(BaseModel):
     compared_against: dict[str, str] = {}
     gate: GateReport | None = None
     registry: str | None = None  # checked before the build; where the push goes
+    # A multi-arch set member: pushed under its staging tag, released when the whole set is.
+    staged: StagedImage | None = None
     publish: PublishResult | None = None
     timings: dict[str, float] = {}
+    # How the run ended for a command line: 0 done, else the FlagReleaseError's exit code.
+    exit_code: int = 0
     # Raw-result files beside release.json, by role ("smoke.log", "perf-native", "accuracy-flaggems-mmlu", "plot").
     files: dict[str, str] = {}
     # Where the record and its files were stored: known only after they were, so not in the file.

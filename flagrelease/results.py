@@ -141,6 +141,16 @@ class PublishResult(BaseModel):
         return f"{self.registry}/{self.repository}@{self.digest}"
 
 
+class StagedImage(BaseModel):
+    """An image of a multi-arch set, pushed under `staging-<tag>` and verified, not yet released."""
+
+    registry: str
+    repository: str
+    tag: str  # the release tag it gets when the whole set is promoted
+    aliases: list[str]
+    digest: str
+
+
 class StoredCopy(BaseModel):
     store: str
     ok: bool

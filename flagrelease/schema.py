@@ -34,6 +34,17 @@ GitSource = Annotated[str, StringConstraints(pattern=r"^git\+https://[A-Za-z0-9.
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$")]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
+
+
+# Prefect accepts most characters in a work pool name; these also stay valid in a deployment
+# name, a URL path and a shell word.
+def _not_reserved(name: str) -> str:
+    if name.startswith("prefect"):
+        raise ValueError(f"{name!r}: Prefect reserves pool names starting with 'prefect'")
+    return name
+
+
+PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"), AfterValidator(_not_reserved)]
 # URLs reach shell commands inside builds: no quotes, `$`, backticks, `;`, `&` or spaces.
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~:/@%+-]+$")]
 # Prose for model cards and messages; bounded, it reaches no shell or Dockerfile.
@@ -114,6 +125,9 @@ class Chip(Strict):
     template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+\.j2$")]
     runtime: Runtime = Runtime()
     stack: Stack
+    # The Prefect work pool whose workers run on hosts with this chip; chips on the same
+    # hosts may share one. None: `flagrelease-<chip id>`.
+    pool: PoolName | None = None
     description: Prose = ""
 
     @property
@@ -419,10 +433,71 @@ class ReleaseDefaults(Strict):
     aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]
 
 
+class Schedule(Strict):
+    """A scheduled run of the whole matrix (the `release-matrix` deployment), as Prefect cron."""
+
+    name: Ident
+    cron: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9*/,?#LW -]{9,100}$")]
+    timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+/-]{1,64}$")] = "UTC"
+    # Rebuild and re-measure even unchanged cells (a weekly rebuild picks up base image fixes).
+    force: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        from croniter import croniter  # what Prefect's CronSchedule validates with (vendored there)
+
+        # Five fields, and none of croniter's hashed or random forms, which Prefect refuses.
+        if len(v.split()) != 5 or re.search(r"\b[HR]\b", v) or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a valid cron expression (5 fields: minute hour day month weekday)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. UTC, Asia/Shanghai)") from None
+        return v
+
+
+class Fleet(Strict):
+    """How a matrix run spreads over chip hosts (Prefect work pools) and time (schedules)."""
+
+    # Cells run at once by an in-process `release` (no PREFECT_API_URL); `--jobs` overrides.
+    jobs: Annotated[int, Field(ge=1, le=64)] = 1
+    # Cells running at once across the whole fleet (a Prefect global concurrency limit).
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    # Cell runs at once per pool: one accelerator host serves one cell at a time by default.
+    pool_concurrency: dict[PoolName, Annotated[int, Field(ge=1, le=1024)]] = {}
+    default_pool_concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
+    # The pool of the host that runs scheduled `release-matrix` runs (the orchestrator); it
+    # must not be a chip's pool, or a parent could wait on the slot its own cells need.
+    orchestrator_pool: PoolName = "flagrelease-orchestrator"
+    # How long `release-matrix` waits for its cell runs before reporting the rest as not done.
+    deadline_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 360
+    # How long a cell's run may wait with no worker online in its pool before it is reported
+    # (and cancelled) instead of waited for: a starting worker needs a few seconds to show up.
+    worker_wait_seconds: Annotated[float, Field(gt=0, le=24 * 3600)] = 120
+    schedules: list[Schedule] = []
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_names(cls, v: list[Schedule]) -> list[Schedule]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"schedule names must be unique, got {names}")
+        return v
+
+
 class MatrixFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     release: ReleaseDefaults = ReleaseDefaults()
+    fleet: Fleet = Fleet()
     chips: dict[Ident, Chip]
     models: dict[Ident, Model]
     matrix: MatrixAxes
@@ -453,3 +528,13 @@ class Cell(Strict):
     @property
     def weights_mount(self) -> str:
         return self.model.weights.mount or f"/data/weights/{self.model_id}"
+
+    @property
+    def pool(self) -> str:
+        """The Prefect work pool whose workers can run this cell."""
+        return pool_of(self.chip_id, self.chip)
+
+
+def pool_of(chip_id: str, chip: Chip) -> str:
+    """The Prefect work pool of a chip's hosts: declared, else `flagrelease-<chip id>`."""
+    return chip.pool or f"flagrelease-{chip_id}"

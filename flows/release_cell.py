@@ -1,23 +1,21 @@
 """Prefect flow `release-cell`: one cell of the matrix, preflight -> registry -> base ->
 weights -> render -> build -> smoke -> bench (native, flaggems) -> gate -> push -> reports.
 
-Only wiring lives here; every step is a plain function in `flagrelease`.
-Run it with `flagrelease build --model M --chip C` (embedded Prefect server), or
-schedule it per cell with flows/deployments.py.
+Only wiring lives here; every step is a plain function in `flagrelease.steps`.
+`release-matrix` (flows/release_matrix.py) runs it: as a subflow in one process, or as
+a run of the `release-cell/<pool>` deployment on a chip host's worker.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
 from flagrelease import naming
 from flagrelease.adapters import docker_engine
@@ -25,7 +23,7 @@ from flagrelease.baseline import reference_for
 from flagrelease.cell_facts import flaggems_installed
 from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError, ServiceUnavailable
 from flagrelease.matrix import find_matrix, load_matrix, select
-from flagrelease.record import ReleaseRecord, Status
+from flagrelease.record import ReleaseRecord, new_run_id
 from flagrelease.results import (
     BaseImageResult,
     GateReport,
@@ -34,12 +32,14 @@ from flagrelease.results import (
     ReportResult,
     SideResult,
     SmokeResult,
+    StagedImage,
 )
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
-from flagrelease.steps import base_image, bench, build, gate, publish, render, report, smoke, weights
+from flagrelease.steps import base_image, bench, build, gate, plan_bundle, publish, render, report, smoke, weights
 from flagrelease.steps.preflight import preflight
 from flows.console_logging import hide_handled_failures
+from flows.fleet import cell_slot
 
 hide_handled_failures()  # the CLI prints handled failures itself; their tracebacks stay in the run log
 
@@ -135,6 +135,12 @@ def push_task(image: ImageRef, registry: str, repository: str, tag: str, aliases
     )
 
 
+@task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
+def stage_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str]) -> StagedImage:
+    item = publish.PublishItem(image_id=image.image_id, repository=repository, tag=tag, aliases=aliases)
+    return publish.stage(docker_engine.connect(), item, registry, on_line=_log)
+
+
 @task(name="reports", cache_policy=NO_CACHE)
 def reports_task(run_dir: Path, cell: Cell, matrix: MatrixFile, settings: Settings, released: bool) -> ReportResult:
     result = report.publish_reports(run_dir, cell, matrix, settings, released=released)
@@ -174,22 +180,33 @@ def release_cell(
     push: bool = True,
     smoke_timeout_s: float = 180.0,
     defer_push: bool = False,
+    bundle: str | None = None,
+    run_id: str | None = None,
 ) -> ReleaseRecord:
     """Release one cell: `release_cell("tiny-llama", "cpu")`.
 
-    `defer_push`: check the registry and gate the cell, but leave the push (and the
-    card) to `release-set`, which publishes a multi-arch set all or nothing.
+    `defer_push`: a member of a multi-arch set; push it under its staging tag only and
+    leave the release tag (and the card) to the set, which is published all or nothing.
+    `bundle`: the digest of the plan bundle in the artifact store to take the matrix from
+    (how a fleet worker runs exactly what the orchestrator planned) instead of `matrix`.
+    `run_id`: chosen by the caller that will look for this run's record.
     """
     settings = load_settings(registry=registry)
-    matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
+    matrix_path = (
+        plan_bundle.fetch_bundle(settings, bundle) if bundle else find_matrix(Path(matrix) if matrix else None)
+    )
+    matrix_file = load_matrix(matrix_path)
     cell = one_cell(matrix_file, model, chip)
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    run_id = run_id or new_run_id()
     tag = naming.timestamp_tag()
     record = ReleaseRecord(
         run_id=run_id, started=datetime.now(UTC), cell=cell.slug, model=cell.model_id, chip=cell.chip_id
     )
     interrupted = False
+    slot = ExitStack()
     try:
+        with _timed(record, "queued"):
+            slot.enter_context(cell_slot())  # the fleet's limit on cells at once, where one is set
         with _timed(record, "preflight"):
             preflight_task(cell, matrix_file, settings)
         with _timed(record, "registry"):
@@ -225,25 +242,25 @@ def release_cell(
                 where=f"image {record.image.ref} (kept locally)",
                 fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
             )
-        if registry_addr is not None and not defer_push:
+        aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
+        if registry_addr is not None:
             with _timed(record, "push"):
-                record.publish = push_task(
-                    record.image,
-                    registry_addr,
-                    repository,
-                    tag,
-                    naming.alias_tags(matrix_file.release.aliases, record.pins),
-                )
+                if defer_push:
+                    record.staged = stage_task(record.image, registry_addr, repository, tag, aliases)
+                else:
+                    record.publish = push_task(record.image, registry_addr, repository, tag, aliases)
         record.status = "released" if record.publish else "built"
         record.registry = registry_addr
     except BaseException as err:  # Ctrl-C too: the record says how far the run got
         record.status = "gated" if isinstance(err, GateFailed) else "failed"
         record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
+        record.exit_code = err.exit_code if isinstance(err, FlagReleaseError) else 130
         interrupted = not isinstance(err, FlagReleaseError)
         if isinstance(err, FlagReleaseError):
             err.record = record
         raise
     finally:
+        slot.close()
         run_dir = report.save_run(record, settings.results_dir)
         if not interrupted:  # no uploads while the user is stopping us
             record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
@@ -263,70 +280,3 @@ def _summary_markdown(record: ReleaseRecord) -> str:
     ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n"
-
-
-class SetMember(BaseModel):
-    """What `release-set` needs of a built, gated cell (small: flow parameters go to the API)."""
-
-    run_dir: Path
-    model: str
-    chip: str
-    image_id: str
-    repository: str
-    tag: str
-    aliases: list[str]
-    registry: str | None
-    status: Status
-
-    @classmethod
-    def of(cls, record: ReleaseRecord, matrix: MatrixFile, results_dir: Path) -> SetMember:
-        return cls(
-            run_dir=record.directory(results_dir),
-            model=record.model,
-            chip=record.chip,
-            image_id=record.image.image_id if record.image else "",
-            registry=record.registry,
-            repository=record.image.repository if record.image else "",
-            tag=record.image.tag if record.image else "",
-            aliases=naming.alias_tags(matrix.release.aliases, record.pins) if record.pins else [],
-            status=record.status,
-        )
-
-
-@task(name="publish-set", cache_policy=NO_CACHE)
-def publish_set_task(members: list[SetMember], registry: str) -> list[PublishResult]:
-    items = [
-        publish.PublishItem(image_id=m.image_id, repository=m.repository, tag=m.tag, aliases=m.aliases) for m in members
-    ]
-    return publish.publish_set(docker_engine.connect(), items, registry, on_line=_log)
-
-
-@flow(name="release-set")
-def release_set(members: list[SetMember], matrix: str | None = None) -> list[tuple[PublishResult, ReportResult]]:
-    """Publish the built, gated cells of one multi-arch set together: every image gets its
-    release tag or none does (`publish.publish_set`); then each cell's record, card and reports."""
-    not_ready = [f"{m.model}--{m.chip}" for m in members if m.status != "built" or m.registry is None]
-    if not_ready:
-        raise ServiceError(
-            f"the set is not published: {', '.join(not_ready)} did not pass its gate or build",
-            where="multi-arch set " + ", ".join(f"{m.model}--{m.chip}" for m in members),
-            fix="a set is released all or nothing; fix the failing cells and release the set again",
-        )
-    registry = members[0].registry
-    assert registry is not None, "checked above: every member has its registry"
-    settings = load_settings(registry=registry)
-    matrix_file = load_matrix(find_matrix(Path(matrix) if matrix else None))
-    published = []
-    for member, result in zip(members, publish_set_task(members, registry), strict=True):
-        record = ReleaseRecord.load(member.run_dir)
-        record.status, record.publish = "released", result
-        record.save(member.run_dir)
-        published.append(
-            (
-                result,
-                reports_task(
-                    member.run_dir, one_cell(matrix_file, member.model, member.chip), matrix_file, settings, True
-                ),
-            )
-        )
-    return published

@@ -38,6 +38,8 @@ class ArtifactStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
 
 @dataclass(frozen=True)
 class StoreResult:
@@ -95,6 +97,13 @@ class LocalStore:
             raise ServiceError(f"no artifact {key} in the local store", where=str(path))
         return path.read_bytes()
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(path)  # readers never see half a file
+
 
 class S3Store:
     def __init__(
@@ -151,6 +160,10 @@ class S3Store:
     def get(self, key: str) -> bytes:
         with self._errors(key):
             return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._errors(key):
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def download(self, target: Path) -> list[Path]:
         """Every object under this store's prefix, into `target` (same relative layout)."""
@@ -219,6 +232,12 @@ def publish_artifacts(run_dir: Path, stores: Sequence[ArtifactStore]) -> list[St
         except ServiceError as exc:
             results.append(StoreResult(store.location, False, error=exc.render()))
     return results
+
+
+def shared_store(stores: Sequence[ArtifactStore]) -> ArtifactStore:
+    """The store every host of a fleet reads: S3 when configured, else the local directory
+    (shared by the workers of one machine)."""
+    return stores[-1]
 
 
 def store_from_settings(s3_url: str | None, endpoint_url: str | None, local_root: Path) -> list[ArtifactStore]:

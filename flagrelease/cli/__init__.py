@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from flagrelease.cli.bench import bench_app, gate_cmd
+from flagrelease.cli.fleet import deploy, worker
 from flagrelease.cli.matrix import matrix_cmd, render, weights
 from flagrelease.cli.release import build, release
 from flagrelease.cli.releases import card, releases_app
@@ -22,6 +23,8 @@ app = typer.Typer(
 )
 app.command()(build)
 app.command()(release)
+app.command()(deploy)
+app.command()(worker)
 app.command("matrix")(matrix_cmd)
 app.command()(render)
 app.command()(weights)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from flagrelease import naming
+from flagrelease import fanout
 from flagrelease.cli.common import (
     ChipOpt,
     JsonOpt,
@@ -28,6 +28,7 @@ from flagrelease.cli.common import (
 from flagrelease.cli.matrix import show_plan
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import FlagReleaseError
+from flagrelease.fanout import CellOutcome
 from flagrelease.matrix import expand, find_matrix, load_matrix, select
 from flagrelease.plan import plan
 from flagrelease.settings import load_settings
@@ -43,6 +44,14 @@ SmokeOpt = typer.Option(180.0, "--smoke-timeout", help="seconds a serve stack ge
 DryRunOpt = typer.Option(False, "--dry-run", help="print the resolved plan and stop")
 
 
+JobsOpt = typer.Option(
+    None, "--jobs", "-j", min=1, help="cells at once in this process (default: fleet.jobs in matrix.yaml)"
+)
+LocalOpt = typer.Option(
+    False, "--local", help="run the cells in this process even when PREFECT_API_URL points at a fleet server"
+)
+
+
 def build(
     model: str = ModelOpt,
     chip: str = ChipOpt,
@@ -50,6 +59,8 @@ def build(
     registry: Optional[str] = RegistryOpt,
     push: bool = PushOpt,
     smoke_timeout: float = SmokeOpt,
+    jobs: Optional[int] = JobsOpt,
+    local: bool = LocalOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -59,7 +70,7 @@ def build(
       flagrelease build --model tiny-llama --chip cpu
       flagrelease build --model qwen3-4b --chip ascend --registry harbor.example.com --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json)
 
 
 def release(
@@ -69,20 +80,25 @@ def release(
     registry: Optional[str] = RegistryOpt,
     push: bool = PushOpt,
     smoke_timeout: float = SmokeOpt,
+    jobs: Optional[int] = JobsOpt,
+    local: bool = LocalOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Release the whole matrix (or the cells matching --model/--chip), one cell after another.
+    """Release the whole matrix (or the cells matching --model/--chip).
 
-    A cell that fails does not stop the others; the exit code is the worst cell's.
+    In this process, up to --jobs cells at once; with PREFECT_API_URL set (after
+    `flagrelease deploy`), on the chip hosts' workers. A cell that fails does not stop
+    the others; a multi-arch set is published all or nothing; the exit code is the worst cell's.
     Examples:
       flagrelease release --dry-run
       flagrelease release --chip ascend --registry harbor.example.com
+      flagrelease release --jobs 2 --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json)
 
 
-def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, as_json) -> None:
+def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json) -> None:
     with planning():
         try:
             positive(smoke_timeout, "--smoke-timeout")
@@ -98,66 +114,50 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, dry_run, 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
-    from flows.release_cell import SetMember, release_cell, release_set
+    from flows.release_matrix import release_matrix
 
-    records, failures = [], []
-    for group in _sets(cells) if push else [[cell] for cell in cells]:
-        together = len(group) > 1  # a multi-arch set: pushed all or nothing, after every cell passed
-        built = []
-        for cell in group:
-            try:
-                built.append(
-                    release_cell(
-                        model=cell.model_id,
-                        chip=cell.chip_id,
-                        matrix=str(matrix) if matrix else None,
-                        registry=registry,
-                        push=push,
-                        smoke_timeout_s=smoke_timeout,
-                        defer_push=together,
-                    )
-                )
-            except FlagReleaseError as err:
-                failures.append(err)
-                if err.record is not None:
-                    built.append(err.record)
-        if together:
-            results_dir = load_settings().results_dir
-            try:
-                published = release_set(
-                    [SetMember.of(r, matrix_file, results_dir) for r in built], matrix=str(matrix) if matrix else None
-                )
-                for record, (result, reports) in zip(built, published, strict=True):
-                    record.status, record.publish, record.reports = "released", result, reports
-            except FlagReleaseError as err:
-                failures.append(err)
-        records += built
+    try:
+        outcomes = release_matrix(
+            model=model,
+            chip=chip,
+            matrix=str(matrix_file.source),
+            registry=registry,
+            push=push,
+            smoke_timeout_s=smoke_timeout,
+            jobs=jobs,
+            local=local,
+        )
+    except FlagReleaseError as err:
+        fail(err, as_json)
     if as_json:
-        print(json.dumps([_summary(r) for r in records], indent=2))
+        print(json.dumps([_summary(o) for o in outcomes], indent=2))
     else:
-        _print_table(records)
-    for failure in failures:
-        print_error(failure)
-    if failures:
-        raise typer.Exit(max(failure.exit_code for failure in failures))
-
-
-def _sets(cells) -> list[list]:
-    """Cells grouped into multi-arch sets (same model and pins but the arch), in matrix order."""
-    groups: dict[str, list] = {}
-    for cell in cells:
-        groups.setdefault(naming.set_key(cell), []).append(cell)
-    return list(groups.values())
+        _print_table(outcomes)
+    for o in outcomes:
+        if o.error:
+            print_error(f"{o.cell}: {o.error}")
+    if code := fanout.exit_code(outcomes):
+        raise typer.Exit(code)
 
 
 def _interrupt(signum, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _summary(record) -> dict:
-    return {
-        "cell": record.cell,
-        "status": record.status,
+def _summary(outcome: CellOutcome) -> dict:
+    record = outcome.record
+    summary: dict = {
+        "cell": outcome.cell,
+        "status": outcome.status,
+        "pool": outcome.pool,
+        "run_id": outcome.run_id,
+        "flow_run": outcome.flow_run,
+        "exit_code": outcome.exit_code,
+        "error": outcome.error,
+    }
+    if record is None:
+        return summary
+    return summary | {
         "image": record.image.ref if record.image else None,
         "image_id": record.image.image_id if record.image else None,
         "reused": record.image.reused if record.image else None,
@@ -192,16 +192,21 @@ def _summary(record) -> dict:
         "timings": record.timings,
         "stores": [c.model_dump() for c in record.reports.stores] if record.reports else [],
         "card": str(record.reports.card) if record.reports and record.reports.card else None,
-        "run_id": record.run_id,
     }
 
 
-def _print_table(records) -> None:
+def _print_table(outcomes: list[CellOutcome]) -> None:
     """One block per cell: image names are too long for a column layout."""
-    for r in records:
-        table = Table(title=f"{r.cell}: {r.status}", show_header=False, title_justify="left")
+    for o in outcomes:
+        table = Table(title=f"{o.cell}: {o.status}", show_header=False, title_justify="left")
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
+        r = o.record
+        if o.flow_run:
+            table.add_row("run", f"{o.flow_run} (pool {o.pool})")
+        if r is None:
+            out.print(table)
+            continue
         table.add_row("image", r.image.ref if r.image else "-")
         table.add_row(
             "built", ("reused " if r.image and r.image.reused else "") + (r.image.image_id[:19] if r.image else "-")

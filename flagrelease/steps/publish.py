@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from typing import NoReturn, Protocol
 
 from pydantic import BaseModel
 
@@ -27,7 +28,7 @@ from flagrelease.adapters.registry import RegistryClient
 from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_credentials
 from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
 from flagrelease.naming import check_tag
-from flagrelease.results import PublishResult
+from flagrelease.results import PublishResult, StagedImage
 from flagrelease.settings import DEFAULT_REGISTRY_PORT, Settings
 
 STAGING_PREFIX = "staging-"
@@ -73,50 +74,100 @@ def push_release(
     return _result(registry, item, digest, started)
 
 
-def publish_set(client, items: Sequence[PublishItem], registry: str, on_line=print) -> list[PublishResult]:
-    """Publish every item or none: staged pushes first, release tags only once all landed.
+def stage(client, item: PublishItem, registry: str, on_line=print) -> StagedImage:
+    """Push an image of a set under `staging-<tag>`: in the registry, verified, not yet released.
 
-    An alias that fails after that raises too, but the release tags stand.
+    A set's images are built on different hosts (one per arch); each host stages its own,
+    and `promote_set` then releases them together from wherever the set is decided.
     """
+    _check_tags(item)
+    check_tag(STAGING_PREFIX + item.tag)
+    credentials = resolve_credentials(registry)
+    staging = STAGING_PREFIX + item.tag
+    with RegistryClient(registry, credentials) as api:
+        api.check()
+        _refuse_existing(api, item)
+        try:
+            digest = _push(client, api, credentials, item, staging, on_line)
+        finally:
+            docker_engine.untag(client, f"{registry}/{item.repository}:{staging}")
+    return StagedImage(registry=registry, repository=item.repository, tag=item.tag, aliases=item.aliases, digest=digest)
+
+
+def promote_set(staged: Sequence[StagedImage], registry: str, on_line=print) -> list[PublishResult]:
+    """Release every staged image of a set or none: release tags only once all are checked,
+    rolled back (with the staged manifests) if any fails. An alias that fails after that
+    raises too, but the release tags stand."""
     started = time.monotonic()
+    with RegistryClient(registry, resolve_credentials(registry)) as api:
+        api.check()
+        released: list[StagedImage] = []
+        try:
+            for image in staged:
+                if api.manifest_digest(image.repository, STAGING_PREFIX + image.tag) != image.digest:
+                    raise ServiceError(
+                        f"{registry}/{image.repository}:{STAGING_PREFIX}{image.tag} no longer "
+                        f"points at the staged {image.digest}",
+                        where=registry,
+                        fix="release the set again",
+                    )
+                _refuse_existing(api, image)  # again: another run may have released it meanwhile
+            for image in staged:
+                _set_tag(api, image.repository, image.digest, image.tag, on_line)
+                released.append(image)
+        except BaseException as err:  # Ctrl-C too: a half-published set must not stay
+            _raise_rolled_back(api, staged, released, err, on_line)
+        for image in staged:
+            _move_aliases(api, image, image.digest, on_line)
+    return [_result(registry, image, image.digest, started) for image in staged]
+
+
+def discard_staged(staged: Sequence[StagedImage], registry: str, on_line=print) -> list[str]:
+    """Remove the staged images of a set that will not be released; the tags that had to stay."""
+    with RegistryClient(registry, resolve_credentials(registry)) as api:
+        return _roll_back(api, staged, [], on_line)
+
+
+def publish_set(client, items: Sequence[PublishItem], registry: str, on_line=print) -> list[PublishResult]:
+    """Publish images that are all on this host, every one or none (`stage`, then `promote_set`)."""
     for item in items:
         _check_tags(item)
         check_tag(STAGING_PREFIX + item.tag)
-    credentials = resolve_credentials(registry)
-    with RegistryClient(registry, credentials) as api:
+    staged: list[StagedImage] = []
+    with RegistryClient(registry, resolve_credentials(registry)) as api:
         api.check()
         for item in items:
             _refuse_existing(api, item)
-        staged: list[tuple[PublishItem, str]] = []
-        released: list[PublishItem] = []
         try:
             for item in items:
-                staging = STAGING_PREFIX + item.tag
-                try:
-                    staged.append((item, _push(client, api, credentials, item, staging, on_line)))
-                finally:
-                    docker_engine.untag(client, f"{registry}/{item.repository}:{staging}")
-            for item, digest in staged:
-                _refuse_existing(api, item)  # again: another run may have released it meanwhile
-                _set_tag(api, item, digest, item.tag, on_line)
-                released.append(item)
-        except BaseException as err:  # Ctrl-C too: a half-published set must not stay
-            left = _roll_back(api, staged, released, on_line)
-            cause = err.problem if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
-            if left:
-                raise ServiceError(
-                    f"publishing the set failed ({cause}) and these tags could not be removed: " + "; ".join(left),
-                    where=registry,
-                    fix="delete them before releasing the set again",
-                ) from err
-            if isinstance(err, FlagReleaseError):
-                raise ServiceError(
-                    f"none of the {len(items)} images was released: {cause}", where=err.where, fix=err.fix
-                ) from err
-            raise
-        for item, digest in staged:
-            _move_aliases(api, item, digest, on_line)
-    return [_result(registry, item, digest, started) for item, digest in staged]
+                staged.append(stage(client, item, registry, on_line))
+        except BaseException as err:
+            _raise_rolled_back(api, staged, [], err, on_line, of=len(items))
+    return promote_set(staged, registry, on_line)
+
+
+def _raise_rolled_back(
+    api: RegistryClient,
+    staged: Sequence[StagedImage],
+    released: list[StagedImage],
+    err: BaseException,
+    on_line,
+    of: int | None = None,
+) -> NoReturn:
+    """Roll the set back and raise what happened; `of`: the set's size, when not all were staged."""
+    left = _roll_back(api, staged, released, on_line)
+    cause = err.problem if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
+    if left:
+        raise ServiceError(
+            f"publishing the set failed ({cause}) and these tags could not be removed: " + "; ".join(left),
+            where=api.registry,
+            fix="delete them before releasing the set again",
+        ) from err
+    if isinstance(err, FlagReleaseError):
+        raise ServiceError(
+            f"none of the {of or len(staged)} images was released: {cause}", where=err.where, fix=err.fix
+        ) from err
+    raise err
 
 
 def _check_tags(item: PublishItem) -> None:
@@ -131,11 +182,17 @@ def _check_tags(item: PublishItem) -> None:
             )
 
 
-def _refuse_existing(api: RegistryClient, item: PublishItem) -> None:
-    if api.manifest_digest(item.repository, item.tag) is not None:
-        remote = f"{api.registry}/{item.repository}"
+class _Tagged(Protocol):
+    repository: str
+    tag: str
+    aliases: list[str]
+
+
+def _refuse_existing(api: RegistryClient, image: _Tagged) -> None:
+    if api.manifest_digest(image.repository, image.tag) is not None:
+        remote = f"{api.registry}/{image.repository}"
         raise ServiceError(
-            f"{remote}:{item.tag} already exists; release tags are immutable",
+            f"{remote}:{image.tag} already exists; release tags are immutable",
             where=remote,
             fix="release again in a later minute (tags are YYMMDDHHMM) or delete the tag deliberately",
         )
@@ -153,58 +210,56 @@ def _push(client, api: RegistryClient, credentials: RegistryCredentials, item: P
         # stream: ask the registry itself (ServiceUnavailable when it is down, so retried).
         api.check()
         raise
-    _verify(api, item, tag, digest, "the push")
+    _verify(api, item.repository, tag, digest, "the push")
     return digest
 
 
-def _set_tag(api: RegistryClient, item: PublishItem, digest: str, tag: str, on_line) -> None:
-    on_line(f"tagging {api.registry}/{item.repository}:{tag} -> {digest}")
-    api.tag_manifest(item.repository, digest, tag)
-    _verify(api, item, tag, digest, "tagging")
+def _set_tag(api: RegistryClient, repository: str, digest: str, tag: str, on_line) -> None:
+    on_line(f"tagging {api.registry}/{repository}:{tag} -> {digest}")
+    api.tag_manifest(repository, digest, tag)
+    _verify(api, repository, tag, digest, "tagging")
 
 
-def _verify(api: RegistryClient, item: PublishItem, tag: str, digest: str, what: str) -> None:
-    served = api.manifest_digest(item.repository, tag)
+def _verify(api: RegistryClient, repository: str, tag: str, digest: str, what: str) -> None:
+    served = api.manifest_digest(repository, tag)
     if served != digest:
-        remote = f"{api.registry}/{item.repository}"
+        remote = f"{api.registry}/{repository}"
         raise ServiceError(f"registry serves {served} for {remote}:{tag}, but {what} reported {digest}", where=remote)
 
 
-def _move_aliases(api: RegistryClient, item: PublishItem, digest: str, on_line) -> None:
-    for alias in item.aliases:
-        _set_tag(api, item, digest, alias, on_line)
+def _move_aliases(api: RegistryClient, image: _Tagged, digest: str, on_line) -> None:
+    for alias in image.aliases:
+        _set_tag(api, image.repository, digest, alias, on_line)
 
 
-def _roll_back(
-    api: RegistryClient, staged: list[tuple[PublishItem, str]], released: list[PublishItem], on_line
-) -> list[str]:
+def _roll_back(api: RegistryClient, staged: Sequence[StagedImage], released: list[StagedImage], on_line) -> list[str]:
     """Delete the manifests a failed set pushed; the tags that had to stay, and why."""
     left = []
-    for item, digest in staged:
-        ours = {STAGING_PREFIX + item.tag} | ({item.tag} if item in released else set())
+    for image in staged:
+        ours = {STAGING_PREFIX + image.tag} | ({image.tag} if image in released else set())
         try:
             # Deleting by digest drops every tag on it: spare a manifest some other tag still needs.
             shared = [
                 t
-                for t in api.tags(item.repository)
-                if t not in ours and api.manifest_digest(item.repository, t) == digest
+                for t in api.tags(image.repository)
+                if t not in ours and api.manifest_digest(image.repository, t) == image.digest
             ]
             if not shared:
-                api.delete_manifest(item.repository, digest)
-                on_line(f"rolled back {api.registry}/{item.repository}@{digest}")
+                api.delete_manifest(image.repository, image.digest)
+                on_line(f"rolled back {api.registry}/{image.repository}@{image.digest}")
                 continue
-            reason = f"{digest} is also tagged {', '.join(shared)}"
+            reason = f"{image.digest} is also tagged {', '.join(shared)}"
         except ServiceError as err:
             reason = err.problem
-        left.append(f"{item.repository}:{'/'.join(sorted(ours))} ({reason})")
+        left.append(f"{image.repository}:{'/'.join(sorted(ours))} ({reason})")
     return left
 
 
-def _result(registry: str, item: PublishItem, digest: str, started: float) -> PublishResult:
+def _result(registry: str, image: _Tagged, digest: str, started: float) -> PublishResult:
     return PublishResult(
         registry=registry,
-        repository=item.repository,
-        tags=[item.tag, *item.aliases],
+        repository=image.repository,
+        tags=[image.tag, *image.aliases],
         digest=digest,
         seconds=time.monotonic() - started,
     )

@@ -9,6 +9,7 @@ import yaml
 from flagrelease.adapters.registry import RegistryClient
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import set_key
+from flagrelease.settings import load_settings
 from tests.conftest import ROOT, run_cli
 
 
@@ -56,39 +57,45 @@ def test_half_a_set_is_not_published(released, registry, tmp_path, docker_client
         assert api.tags(name) == before
 
 
-def test_a_complete_set_is_published_with_records_and_cards(released, registry, fr_home, tmp_path, monkeypatch):
-    """release-set on real members (here a one-image set, the tiny-llama build under a new tag):
-    release tags and aliases land, the stored record turns `released` with the digest, the card is written."""
+def test_a_complete_set_is_published_with_records_and_cards(
+    released, registry, fr_home, tmp_path, monkeypatch, docker_client
+):
+    """A set whose every member staged its image (here one member: the tiny-llama build under a
+    new tag) is promoted: release tags and aliases land, the record turns `released` with the
+    digest, the card is written."""
     import shutil
 
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.release_cell import SetMember, release_set
+    from flagrelease.fanout import CellOutcome
+    from flagrelease.record import ReleaseRecord
+    from flagrelease.steps import publish
+    from flows.release_matrix import _publish_set
 
     monkeypatch.setenv("FLAGRELEASE_HOME", str(tmp_path))
     run_dir = tmp_path / "results" / "tiny-llama--cpu" / released["run_id"]
     shutil.copytree(fr_home / "results" / "tiny-llama--cpu" / released["run_id"], run_dir)
-    record = json.loads((run_dir / "release.json").read_text())
-    record.update(status="built", publish=None)
-    (run_dir / "release.json").write_text(json.dumps(record))
     (run_dir / "card.md").unlink()
     tag = "9912312359"  # a release tag no other test uses
-    member = SetMember(
-        run_dir=run_dir,
+    item = publish.PublishItem(
+        image_id=released["image_id"], repository=released["image"].rsplit(":", 1)[0], tag=tag, aliases=["set-test"]
+    )
+    staged = publish.stage(docker_client, item, registry.address, on_line=lambda _: None)
+    record = ReleaseRecord.load(run_dir).model_copy(update={"status": "built", "publish": None, "staged": staged})
+    record.save(run_dir)
+    member = CellOutcome(
+        cell=record.cell,
         model="tiny-llama",
         chip="cpu",
-        image_id=released["image_id"],
-        repository=released["image"].rsplit(":", 1)[0],
-        tag=tag,
-        aliases=["set-test"],
-        registry=registry.address,
+        pool="flagrelease-cpu",
+        run_id=record.run_id,
         status="built",
+        record=record,
     )
-    with prefect_test_harness():
-        [(result, reports)] = release_set([member])
-    assert result.tags == [tag, "set-test"]
+    [promoted] = _publish_set([member], load_matrix(ROOT / "matrix.yaml"), load_settings(), print)
+    result = promoted.record.publish
+    assert promoted.status == "released" and result.tags == [tag, "set-test"]
     with RegistryClient(registry.address) as api:
-        assert api.manifest_digest(member.repository, tag) == result.digest == released["digest"]
+        assert api.manifest_digest(item.repository, tag) == result.digest == staged.digest == released["digest"]
     stored = json.loads((run_dir / "release.json").read_text())
     assert stored["status"] == "released" and stored["publish"]["digest"] == result.digest
+    reports = promoted.record.reports
     assert reports.card == run_dir / "card.md" and result.digest in reports.card.read_text()
