@@ -16,6 +16,7 @@ from flagrelease.schema import NONE, Cell
 # distribution/reference: path components, tags, and the 255-character name limit.
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_RELEASE_TAG = re.compile(r"^\d{10}$")
 NAME_MAX = 255
 
 
@@ -42,9 +43,17 @@ def _pcp_field(cell: Cell) -> str:
 
 def repository_name(cell: Cell) -> str:
     """The image name FlagRelease gives this cell (without registry and tag)."""
+    return _image_name(cell, "release", [("model", cell.model_id), *_stack_fields(cell)])
+
+
+def stack_repository_name(cell: Cell) -> str:
+    """The name of the cell's chip-stack image: the release name without the model."""
+    return _image_name(cell, "stack", _stack_fields(cell))
+
+
+def _stack_fields(cell: Cell) -> list[tuple[str, str]]:
     stack = cell.chip.stack
-    fields = [
-        ("model", cell.model_id),
+    return [
         ("tree", tag_version(stack.flagtree)),
         ("gems", tag_version(stack.flaggems)),
         ("scale", tag_version(stack.flagscale)),
@@ -56,7 +65,10 @@ def repository_name(cell: Cell) -> str:
         ("arc", cell.chip.arch),
         ("driver", tag_version(cell.chip.driver)),
     ]
-    name = f"flagrelease-{cell.chip.vendor}-release-" + "-".join(f"{k}_{v}" for k, v in fields)
+
+
+def _image_name(cell: Cell, kind: str, fields: list[tuple[str, str]]) -> str:
+    name = f"flagrelease-{cell.chip.vendor}-{kind}-" + "-".join(f"{k}_{v}" for k, v in fields)
     name = re.sub(r"-{2,}", "-", re.sub(r"_{2,}", "_", name))
     if not _COMPONENT.match(name):
         raise ConfigError(
@@ -70,6 +82,15 @@ def repository_name(cell: Cell) -> str:
 def set_key(cell: Cell) -> str:
     """Cells that differ only in arch form one multi-arch set, published all or nothing."""
     return re.sub(r"-arc_[a-z0-9]+", "", repository_name(cell))
+
+
+def key_tag(key: str) -> str:
+    """The tag naming an image by its key (release key or chip-stack key) in its repository."""
+    return "key-" + key
+
+
+def is_release_tag(tag: str) -> bool:
+    return bool(_RELEASE_TAG.match(tag))
 
 
 def timestamp_tag(now: datetime | None = None) -> str:

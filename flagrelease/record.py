@@ -24,12 +24,14 @@ from flagrelease.errors import ConfigError
 from flagrelease.input_files import read_bytes
 from flagrelease.results import (
     BaseImageResult,
+    ExistingRelease,
     GateReport,
     ImageRef,
     PublishResult,
     ReportResult,
     SideResult,
     SmokeResult,
+    StackImage,
     StagedImage,
 )
 from flagrelease.validation import config_error
@@ -40,8 +42,9 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 # running: in progress or interrupted; built: passed its gate, not pushed (no registry, or
 # waiting for its multi-arch set); gated: the gate refused it; failed: a step failed;
-# released: gated, pushed and verified under its release tag.
-Status = Literal["running", "built", "gated", "failed", "released"]
+# released: gated, pushed and verified under its release tag; unchanged: the registry already
+# serves a release of the same release key (`unchanged` names it), so nothing was done.
+Status = Literal["running", "built", "gated", "failed", "released", "unchanged"]
 QUALIFIED: Status = "released"
 
 # Raw results are kept in their own files, not in release.json (see `files`).
@@ -65,8 +68,16 @@ class ReleaseRecord(BaseModel):
     status: Status = "running"
     error: str | None = None
     pins: dict[str, str] = {}
-    context_hash: str | None = None
+    context_hash: str | None = None  # of the model image's build context
+    # Everything that decides the released bits and their verdict, hashed (steps/release_key.py).
+    release_key: str | None = None
+    key_parts: dict[str, str] = {}
+    unchanged: ExistingRelease | None = None
+    # A run that resumes a failed one of the same key takes its completed stages over.
+    resumed_from: str | None = None
+    reused: list[str] = []
     base: BaseImageResult | None = None
+    stack: StackImage | None = None
     image: ImageRef | None = None
     smoke: SmokeResult | None = None
     bench: dict[str, SideResult] = {}

@@ -17,6 +17,25 @@ Kind = Literal["multiple_choice", "exact_match"]
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 
+class ImageContext(BaseModel):
+    """One rendered Docker build context; `context_hash` covers every byte of it."""
+
+    path: Path
+    context_hash: str
+    repository_name: str
+    labels: dict[str, str]
+    files: list[str]
+
+
+class BuildContext(BaseModel):
+    """A cell's rendered build: its chip-stack image, and the thin model image FROM it."""
+
+    stack: ImageContext
+    model: ImageContext
+    base_image: str
+    pins: dict[str, str]
+
+
 class BaseImageResult(BaseModel):
     ref: str
     image_id: str
@@ -35,6 +54,34 @@ class ImageRef(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.repository}:{self.tag}"
+
+
+class StackImage(BaseModel):
+    """The chip-stack image a model image is built FROM, named by its key.
+
+    `origin`: found locally, pulled from the registry (built by another host), or built here.
+    """
+
+    ref: str  # local name:tag, what the model build's STACK_IMAGE names
+    image_id: str
+    key: str
+    origin: Literal["local", "pulled", "built"]
+    seconds: float
+    digest: str | None = None  # its manifest in the registry, once pushed or found there
+
+
+class ExistingRelease(BaseModel):
+    """A release of the same key that the registry already serves, verified by digest."""
+
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    run_id: str | None = None  # the run that released it, when a local record names it
+
+    @property
+    def pull_ref(self) -> str:
+        return f"{self.registry}/{self.repository}@{self.digest}"
 
 
 class SmokeResult(BaseModel):
@@ -108,17 +155,25 @@ class BenchVerdict(BaseModel):
 
 
 class PerfRatio(BaseModel):
+    """Candidate / reference throughput of one level, over paired measurement windows."""
+
     max_concurrency: int
     input_len: int
     output_len: int
-    output_throughput: float  # candidate / reference
+    output_throughput: float  # geometric mean of the pairs' ratios
     total_token_throughput: float
+    # Per pair of windows (one per side, measured back to back): the worse of the output and
+    # total-token ratios. The gate's interval comes from their spread.
+    pair_ratios: list[float] = []
 
 
 class PerfVerdict(BaseModel):
     level: PerfRatio
-    verdict: Literal["PASS", "FAIL"]
+    verdict: Verdict
     reason: str
+    threshold: float = 0.8  # the policy's perf_min_ratio it was judged against
+    ci_low: float | None = None  # the ratio's confidence interval (statistical rule, >= 2 pairs)
+    ci_high: float | None = None
 
 
 class GateReport(BaseModel):
@@ -135,6 +190,7 @@ class PublishResult(BaseModel):
     tags: list[str]  # the release tag, then the aliases
     digest: str
     seconds: float
+    key_tag: str | None = None  # names the release key; set last, so it marks a complete release
 
     @property
     def pull_ref(self) -> str:
@@ -148,6 +204,7 @@ class StagedImage(BaseModel):
     repository: str
     tag: str  # the release tag it gets when the whole set is promoted
     aliases: list[str]
+    key_tag: str | None = None  # set last, when the set is promoted
     digest: str
 
 

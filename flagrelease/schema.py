@@ -247,12 +247,16 @@ class PerfPlan(Strict):
         (4096, 1024),
         (8192, 1024),
     ]
+    # Prompts in a level's first window; later windows take as many as fill `window_s` at the
+    # rate the first ones ran (never fewer, never more than `max_prompts`).
     num_prompts: Annotated[int, Field(ge=1, le=10000)] = 64
+    window_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_prompts: Annotated[int, Field(ge=1, le=100000)] = 4096
     num_warmups: Annotated[int, Field(ge=0)] = 2
-    # Each level is measured `repeats` times and the median-throughput run is kept: one
-    # scheduler hiccup on a shared host then cannot decide a ratio.
-    repeats: Annotated[int, Field(ge=1, le=9)] = 1
-    # Keep both sides' serve stacks up and alternate their repeats (needs room for two stacks).
+    # Pairs of windows per level (one window per side each): the gate's interval comes from
+    # their spread, so at least 3; more narrow it as 1/sqrt(pairs).
+    repeats: Annotated[int, Field(ge=1, le=64)] = 5
+    # Keep both sides' serve stacks up and run a pair's windows back to back (needs room for two).
     interleave: bool = False
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
@@ -289,6 +293,9 @@ class GatePolicy(BaseModel):
 class BenchPlan(Strict):
     perf: PerfPlan | None = PerfPlan()
     accuracy: list[AccuracyPlan] = []
+    # CPUs a side's container may use (`docker run --cpus`): a deliberately slowed side is how
+    # the perf gate's power is tested; unset, a side gets what the chip's runtime gives.
+    side_cpus: dict[Literal["native", "flaggems"], Annotated[float, Field(gt=0, le=1024)]] = {}
     reference: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.ya?ml$")] | None = None
     gate: GatePolicy = GatePolicy()
 

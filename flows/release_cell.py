@@ -1,5 +1,11 @@
 """Prefect flow `release-cell`: one cell of the matrix, preflight -> registry -> base ->
-weights -> render -> build -> smoke -> bench (native, flaggems) -> gate -> push -> reports.
+weights -> render -> key -> stack -> build -> smoke -> bench (native, flaggems) -> gate ->
+push -> reports.
+
+After `key`, a cell whose release key the registry already serves is `unchanged`: the
+run stops there, having built, started and pushed nothing. A failed run of the same key
+is resumed: its image and completed measurements are taken over (steps/incremental.py).
+The record is saved after every stage from the build on, so even a killed run can be resumed.
 
 Only wiring lives here; every step is a plain function in `flagrelease.steps`.
 `release-matrix` (flows/release_matrix.py) runs it: as a subflow in one process, or as
@@ -19,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flagrelease import naming
 from flagrelease.adapters import docker_engine
+from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
 from flagrelease.cell_facts import flaggems_installed
 from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError, ServiceUnavailable
@@ -26,17 +33,33 @@ from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.record import ReleaseRecord, new_run_id
 from flagrelease.results import (
     BaseImageResult,
+    BuildContext,
+    ExistingRelease,
     GateReport,
     ImageRef,
     PublishResult,
     ReportResult,
     SideResult,
     SmokeResult,
+    StackImage,
     StagedImage,
 )
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
-from flagrelease.steps import base_image, bench, build, gate, plan_bundle, publish, render, report, smoke, weights
+from flagrelease.steps import (
+    base_image,
+    bench,
+    build,
+    gate,
+    incremental,
+    plan_bundle,
+    publish,
+    release_key,
+    render,
+    report,
+    smoke,
+    weights,
+)
 from flagrelease.steps.preflight import preflight
 from flows.console_logging import hide_handled_failures
 from flows.fleet import cell_slot
@@ -70,16 +93,73 @@ def base_task(cell: Cell, settings: Settings) -> BaseImageResult:
 
 
 @task(name="render", cache_policy=NO_CACHE)
-def render_task(cell: Cell, matrix: MatrixFile, settings: Settings, run_id: str) -> render.BuildContext:
+def render_task(cell: Cell, matrix: MatrixFile, settings: Settings, run_id: str) -> BuildContext:
     return render.render_context(cell, matrix, settings.build, settings.contexts_dir / cell.slug / run_id)
+
+
+@task(name="key", cache_policy=NO_CACHE)
+def key_task(
+    cell: Cell, matrix: MatrixFile, ctx: BuildContext, base: BaseImageResult, weights_dir: Path, settings: Settings
+) -> dict[str, str]:
+    return release_key.key_parts(cell, matrix, ctx, base, weights_dir, settings.home / "cache/file-digests.json")
+
+
+@task(name="released-before", cache_policy=NO_CACHE)
+def released_before_task(
+    cell: Cell, registry: str, repository: str, key: str, settings: Settings
+) -> ExistingRelease | None:
+    return incremental.released_before(
+        registry, repository, key, Ledger(settings.ledger_path), cell.model_id, cell.chip_id
+    )
+
+
+@task(name="resume", cache_policy=NO_CACHE)
+def resume_task(cell: Cell, record: ReleaseRecord, settings: Settings, tag: str) -> None:
+    client = docker_engine.connect()
+    found = incremental.resumable(client, settings.results_dir, cell.slug, record.release_key or "")
+    if found:
+        incremental.take_over(client, record, *found, tag)
+        _log(f"resuming run {record.resumed_from}: taking over {', '.join(record.reused)}")
+
+
+@task(name="stack", cache_policy=NO_CACHE)
+def stack_task(
+    cell: Cell, ctx: BuildContext, base: BaseImageResult, settings: Settings, namespace: str, registry: str | None
+) -> StackImage:
+    return build.ensure_stack(
+        docker_engine.connect(),
+        cell,
+        ctx,
+        base,
+        settings.build,
+        repository=naming.full_repository(None, namespace, ctx.stack.repository_name),
+        registry=registry,
+        on_line=_log,
+    )
 
 
 @task(name="build", cache_policy=NO_CACHE)
 def build_task(
-    cell: Cell, ctx: render.BuildContext, base: BaseImageResult, settings: Settings, repository: str, tag: str
+    cell: Cell,
+    ctx: BuildContext,
+    stack: StackImage,
+    settings: Settings,
+    repository: str,
+    tag: str,
+    key: str,
+    force: bool,
 ) -> ImageRef:
     return build.build_image(
-        docker_engine.connect(), cell, ctx, base, settings.build, repository=repository, tag=tag, on_line=_log
+        docker_engine.connect(),
+        cell,
+        ctx,
+        stack,
+        settings.build,
+        repository=repository,
+        tag=tag,
+        release_key=key,
+        force=force,
+        on_line=_log,
     )
 
 
@@ -128,16 +208,25 @@ def _retry_push(task, task_run, state) -> bool:
     return False
 
 
+@task(name="push-stack", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
+def push_stack_task(stack: StackImage, registry: str, repository: str) -> str:
+    return publish.push_stack(docker_engine.connect(), stack, registry, repository, on_line=_log)
+
+
 @task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
-def push_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str]) -> PublishResult:
+def push_task(
+    image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str], key: str | None
+) -> PublishResult:
     return publish.push_release(
-        docker_engine.connect(), image.image_id, registry, repository, tag, aliases=aliases, on_line=_log
+        docker_engine.connect(), image.image_id, registry, repository, tag, aliases=aliases, on_line=_log, key=key
     )
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
-def stage_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str]) -> StagedImage:
-    item = publish.PublishItem(image_id=image.image_id, repository=repository, tag=tag, aliases=aliases)
+def stage_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str], key: str) -> StagedImage:
+    item = publish.PublishItem(
+        image_id=image.image_id, repository=repository, tag=tag, aliases=aliases, key_tag=naming.key_tag(key)
+    )
     return publish.stage(docker_engine.connect(), item, registry, on_line=_log)
 
 
@@ -182,6 +271,7 @@ def release_cell(
     defer_push: bool = False,
     bundle: str | None = None,
     run_id: str | None = None,
+    force: bool = False,
 ) -> ReleaseRecord:
     """Release one cell: `release_cell("tiny-llama", "cpu")`.
 
@@ -190,6 +280,8 @@ def release_cell(
     `bundle`: the digest of the plan bundle in the artifact store to take the matrix from
     (how a fleet worker runs exactly what the orchestrator planned) instead of `matrix`.
     `run_id`: chosen by the caller that will look for this run's record.
+    `force`: build and measure again even when the registry holds a release of the
+    same key or an earlier run could be resumed.
     """
     settings = load_settings(registry=registry)
     matrix_path = (
@@ -202,6 +294,7 @@ def release_cell(
     record = ReleaseRecord(
         run_id=run_id, started=datetime.now(UTC), cell=cell.slug, model=cell.model_id, chip=cell.chip_id
     )
+    namespace = matrix_file.release.namespace
     interrupted = False
     slot = ExitStack()
     try:
@@ -211,18 +304,36 @@ def release_cell(
             preflight_task(cell, matrix_file, settings)
         with _timed(record, "registry"):
             registry_addr = registry_task(settings) if push else None
+        record.registry = registry_addr
         with _timed(record, "base"):
             record.base = base_task(cell, settings)
         with _timed(record, "weights"):
             weights_dir = weights_task(cell, settings)
         with _timed(record, "render"):
             ctx = render_task(cell, matrix_file, settings, run_id)
-        record.pins, record.context_hash = ctx.pins, ctx.context_hash
-        repository = naming.full_repository(None, matrix_file.release.namespace, ctx.repository_name)
-        with _timed(record, "build"):
-            record.image = build_task(cell, ctx, record.base, settings, repository, tag)
-        with _timed(record, "smoke"):
-            record.smoke = smoke_task(cell, record.image, weights_dir, run_id, smoke_timeout_s)
+        record.pins, record.context_hash = ctx.pins, ctx.model.context_hash
+        repository = naming.full_repository(None, namespace, ctx.model.repository_name)
+        with _timed(record, "key"):
+            record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings)
+            key = record.release_key = release_key.release_key(record.key_parts)
+            if registry_addr is not None and not force:
+                record.unchanged = released_before_task(cell, registry_addr, repository, key, settings)
+        if record.unchanged is not None:
+            record.status = "unchanged"
+            _log(f"unchanged: {record.unchanged.pull_ref} (tag {record.unchanged.tag}) is this release key")
+            return record
+        if not force:
+            resume_task(cell, record, settings, tag)
+        with _timed(record, "stack"):
+            record.stack = stack_task(cell, ctx, record.base, settings, namespace, registry_addr)
+        if record.image is None:
+            with _timed(record, "build"):
+                record.image = build_task(cell, ctx, record.stack, settings, repository, tag, key, force)
+            _checkpoint(record, settings)
+        if record.smoke is None:
+            with _timed(record, "smoke"):
+                record.smoke = smoke_task(cell, record.image, weights_dir, run_id, smoke_timeout_s)
+            _checkpoint(record, settings)
         if not record.smoke.passed:
             raise ServiceError(
                 f"smoke test failed: {record.smoke.error}\n--- container log (tail) ---\n"
@@ -230,9 +341,11 @@ def release_cell(
                 where=f"image {record.image.ref}",
                 fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
             )
-        record.flaggems_installed = flaggems_installed(cell)
-        with _timed(record, "bench"):
-            record.bench = bench_task(cell, matrix_file, record.image, weights_dir, run_id, smoke_timeout_s)
+        if not record.bench:
+            record.flaggems_installed = flaggems_installed(cell)
+            with _timed(record, "bench"):
+                record.bench = bench_task(cell, matrix_file, record.image, weights_dir, run_id, smoke_timeout_s)
+            _checkpoint(record, settings)
         with _timed(record, "gate"):
             record.gate, record.compared_against = gate_task(cell, matrix_file, record.bench)
         if not record.gate.release:
@@ -242,15 +355,16 @@ def release_cell(
                 where=f"image {record.image.ref} (kept locally)",
                 fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
             )
-        aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
         if registry_addr is not None:
             with _timed(record, "push"):
+                stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
+                record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
+                aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
                 if defer_push:
-                    record.staged = stage_task(record.image, registry_addr, repository, tag, aliases)
+                    record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
                 else:
-                    record.publish = push_task(record.image, registry_addr, repository, tag, aliases)
+                    record.publish = push_task(record.image, registry_addr, repository, tag, aliases, key)
         record.status = "released" if record.publish else "built"
-        record.registry = registry_addr
     except BaseException as err:  # Ctrl-C too: the record says how far the run got
         record.status = "gated" if isinstance(err, GateFailed) else "failed"
         record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
@@ -262,7 +376,8 @@ def release_cell(
     finally:
         slot.close()
         run_dir = report.save_run(record, settings.results_dir)
-        if not interrupted:  # no uploads while the user is stopping us
+        # No uploads while the user is stopping us; an unchanged cell is no release to report.
+        if not interrupted and record.status != "unchanged":
             record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
         create_markdown_artifact(
             key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
@@ -270,11 +385,19 @@ def release_cell(
     return record
 
 
+def _checkpoint(record: ReleaseRecord, settings: Settings) -> None:
+    """Save the record as it stands (status `running`): a run killed now can be resumed."""
+    report.save_run(record, settings.results_dir)
+
+
 def _summary_markdown(record: ReleaseRecord) -> str:
+    published = record.publish or record.unchanged
     rows = [
         ("status", record.status),
         ("image", record.image.ref if record.image else "-"),
-        ("digest", record.publish.pull_ref if record.publish else "-"),
+        ("digest", published.pull_ref if published else "-"),
+        ("release key", record.release_key or "-"),
+        ("resumed from", f"{record.resumed_from} ({', '.join(record.reused)})" if record.resumed_from else "-"),
         ("smoke", ("passed" if record.smoke.passed else f"failed: {record.smoke.error}") if record.smoke else "-"),
         ("gate", f"{record.gate.verdict}: {record.gate.reason}" if record.gate else "-"),
     ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]

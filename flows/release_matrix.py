@@ -60,7 +60,7 @@ def release_matrix(
     cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
     ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
     plan = fanout.units(cells, push=push)
-    options = {"registry": registry, "push": push, "smoke_timeout_s": smoke_timeout_s}
+    options = {"registry": registry, "push": push, "smoke_timeout_s": smoke_timeout_s, "force": force}
     if fleet.api_url() and not local:
         outcomes = _in_fleet(plan, matrix_file, settings, options)
     else:
@@ -174,11 +174,15 @@ def _fleet_outcome(cell: Cell, run_id: str, run, store) -> CellOutcome:
 
 
 def _publish_set(members: list[CellOutcome], matrix: MatrixFile, settings: Settings, on_line) -> list[CellOutcome]:
-    """Promote a set whose every cell staged its image, or remove what was staged."""
-    staged = [m.record.staged for m in members if m.record is not None and m.record.staged is not None]
+    """Promote a set whose every cell staged its image, or remove what was staged. A cell found
+    unchanged is released already (under the same key): the rest of its set is what is left."""
+    pending = [m for m in members if m.status != "unchanged"]
+    if not pending:
+        return members
+    staged = [m.record.staged for m in pending if m.record is not None and m.record.staged is not None]
     registry = staged[0].registry if staged else None
-    if len(staged) < len(members) or registry is None:
-        failed = [m.cell for m in members if m.record is None or m.record.staged is None]
+    if len(staged) < len(pending) or registry is None:
+        failed = [m.cell for m in pending if m.record is None or m.record.staged is None]
         left = publish.discard_staged(staged, registry, on_line=on_line) if staged and registry else []
         problem = ServiceError(
             f"the set is not published: {', '.join(failed)} did not pass its gate or build"
@@ -187,7 +191,9 @@ def _publish_set(members: list[CellOutcome], matrix: MatrixFile, settings: Setti
             fix="a set is released all or nothing; fix the failing cells and release the set again",
         )
         return [
-            m.model_copy(
+            m
+            if m.status == "unchanged"
+            else m.model_copy(
                 update={"exit_code": max(m.exit_code, problem.exit_code), "error": m.error or problem.render()}
             )
             for m in members
@@ -195,9 +201,12 @@ def _publish_set(members: list[CellOutcome], matrix: MatrixFile, settings: Setti
     try:
         results = publish.promote_set(staged, registry, on_line=on_line)
     except FlagReleaseError as err:
-        return [m.model_copy(update={"exit_code": err.exit_code, "error": err.render()}) for m in members]
-    promoted = []
-    for member, result in zip(members, results, strict=True):
+        return [
+            m if m.status == "unchanged" else m.model_copy(update={"exit_code": err.exit_code, "error": err.render()})
+            for m in members
+        ]
+    promoted = [m for m in members if m.status == "unchanged"]
+    for member, result in zip(pending, results, strict=True):
         assert member.record is not None
         record = member.record.model_copy(update={"status": "released", "publish": result})
         run_dir = record.directory(settings.results_dir)

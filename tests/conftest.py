@@ -20,11 +20,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _cli_env(home: Path, extra_env: dict[str, str] | None) -> dict[str, str]:
+    return os.environ | {"FLAGRELEASE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"} | (extra_env or {})
+
+
 def run_cli(*args: str, home: Path, timeout: float = 900, extra_env: dict[str, str] | None = None):
     """Run the installed `flagrelease` console script as a user would."""
-    env = os.environ | {"FLAGRELEASE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env |= extra_env or {}
+    env = _cli_env(home, extra_env)
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def start_cli(*args: str, home: Path, log: Path) -> subprocess.Popen:
+    """Start `flagrelease` in a process group of its own (its Prefect server included), so that
+    `os.killpg` can kill the whole run the way a lost host or `kill -9` would."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [CLI, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_cli_env(home, None),
+            cwd=ROOT,
+            start_new_session=True,
+        )
 
 
 def parse_json_stdout(proc) -> object:

@@ -18,10 +18,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import boto3.session
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 
@@ -120,6 +116,10 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        # boto3 here, not at module level: a third of a second that runs without S3 do not need.
+        import boto3.session
+        from botocore.config import Config
+
         # Bounded timeouts and attempts: an unreachable S3 must not stall a release.
         config = Config(
             connect_timeout=connect_timeout,
@@ -201,6 +201,8 @@ _FIXES = {
 @contextmanager
 def _s3_errors(where: str, endpoint_url: str | None) -> Iterator[None]:
     """Turn boto3's exceptions into a ServiceError naming the object and a likely fix."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         yield
     except ClientError as exc:

@@ -54,10 +54,10 @@ def image_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
     return client.images.get(ref).labels or {}
 
 
-def pull(client: docker.DockerClient, ref: str) -> str | None:
+def pull(client: docker.DockerClient, ref: str, auth: dict[str, str] | None = None) -> str | None:
     """Pull `ref`; None when it cannot be pulled (no registry reachable, unknown image)."""
     try:
-        return client.images.pull(ref).id
+        return client.images.pull(ref, auth_config=auth).id
     except docker.errors.APIError:
         return None
 
@@ -98,6 +98,7 @@ def build(
     platform: str,
     on_line: LineSink,
     target: str | None = None,
+    build_args: dict[str, str] | None = None,
 ) -> str:
     """BuildKit build of `context` (up to stage `target`); streams the log; returns the image id."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +110,8 @@ def build(
             cmd += ["--tag", tag]
         for key, value in labels.items():
             cmd += ["--label", f"{key}={value}"]
+        for key, value in (build_args or {}).items():
+            cmd += ["--build-arg", f"{key}={value}"]
         for name, path in secrets.items():
             cmd += ["--secret", f"id={name},src={path}"]
         cmd.append(str(context))
@@ -201,6 +204,7 @@ def running_container(
     shm_size: str | None,
     owner: str,
     gpus: bool = False,
+    cpus: float | None = None,
 ) -> Iterator[docker.models.containers.Container]:
     """Run `image` detached with its port published on 127.0.0.1 only; always removed on exit
     (success, failure, timeout, Ctrl-C)."""
@@ -217,6 +221,7 @@ def running_container(
             shm_size=shm_size,
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None,
             labels={OWNER_LABEL: owner},
+            nano_cpus=round(cpus * 1e9) if cpus else None,
         )
         yield container
     except docker.errors.APIError as err:

@@ -12,12 +12,16 @@ from flagrelease.adapters.loopback import is_loopback
 from flagrelease.adapters.registry_auth import PASSWORD_VAR, USERNAME_VAR, RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
 
+# One image's manifest (what `docker push` of one platform writes), then indexes of several.
+IMAGE_MANIFEST_TYPES = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+]
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
+        *IMAGE_MANIFEST_TYPES,
         "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
     ]
 )
 
@@ -102,6 +106,33 @@ class RegistryClient:
         if response.status_code == 404:
             return None
         return self._checked(response, f"look up {repository}:{tag}").headers["Docker-Content-Digest"]
+
+    def manifest(self, repository: str, reference: str) -> dict:
+        """The image manifest of repository:tag or @digest (config and layer descriptors)."""
+        response = self._checked(
+            self._send(
+                "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(IMAGE_MANIFEST_TYPES)}
+            ),
+            f"read {repository}:{reference}",
+        )
+        manifest = response.json()
+        if "config" not in manifest:
+            raise ServiceError(
+                f"{self.registry}/{repository}:{reference} is not one image's manifest "
+                f"({manifest.get('mediaType', 'no media type')})",
+                where=self.registry,
+            )
+        return manifest
+
+    def labels(self, repository: str, reference: str) -> dict[str, str]:
+        """The labels in the image config the manifest names: what the registry itself says
+        the image is, whatever any local file claims."""
+        config = self.manifest(repository, reference)["config"]["digest"]
+        response = self._checked(
+            self._send("GET", f"/v2/{repository}/blobs/{config}", follow_redirects=True),
+            f"read the config {config} of {repository}:{reference}",
+        )
+        return (response.json().get("config") or {}).get("Labels") or {}
 
     def tag_manifest(self, repository: str, digest: str, tag: str) -> None:
         """Point repository:tag at the manifest `digest`, overwriting the tag.

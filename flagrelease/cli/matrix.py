@@ -127,9 +127,11 @@ def render(
     force: bool = typer.Option(False, "--force", help="replace --out even when it holds something else"),
     matrix: Optional[Path] = MatrixOpt,
 ) -> None:
-    """Write a cell's build context (Dockerfile, FlagScale serve config, files) to a directory.
+    """Write a cell's build contexts to a directory: OUT/stack (the chip-stack image) and
+    OUT/model (the thin model image FROM it: Dockerfile, FlagScale serve config).
 
-    Example: flagrelease render --model qwen3-4b --chip ascend-a3 --out ./ctx && docker build ./ctx
+    Example: flagrelease render --model qwen3-4b --chip ascend-a3 --out ./ctx
+      docker build -t my/stack ./ctx/stack && docker build --build-arg STACK_IMAGE=my/stack ./ctx/model
     """
     from flagrelease.steps.render import render_context
 
@@ -145,4 +147,6 @@ def render(
         ctx = render_context(cells[0], matrix_file, load_settings().build, out_dir, force=force)
     except FlagReleaseError as err:
         fail(err, False)
-    out.print(f"rendered {cells[0].label} into {ctx.path} (context {ctx.context_hash[:12]}): {', '.join(ctx.files)}")
+    for part in (ctx.stack, ctx.model):
+        out.print(f"rendered {part.repository_name} into {part.path} (context {part.context_hash[:12]})")
+        out.print("  " + ", ".join(part.files))

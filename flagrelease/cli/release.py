@@ -42,6 +42,12 @@ RegistryOpt = typer.Option(
 PushOpt = typer.Option(True, "--push/--no-push", help="push to the registry when the gate passed")
 SmokeOpt = typer.Option(180.0, "--smoke-timeout", help="seconds a serve stack gets to become ready")
 DryRunOpt = typer.Option(False, "--dry-run", help="print the resolved plan and stop")
+ForceOpt = typer.Option(
+    False,
+    "--force",
+    help="build and measure again, even when the registry holds a release of the same release key "
+    "or a failed run could be resumed",
+)
 
 
 JobsOpt = typer.Option(
@@ -63,14 +69,17 @@ def build(
     local: bool = LocalOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Build, smoke-test, benchmark, gate and push one cell per selected chip.
 
+    A cell whose release key the registry already serves is reported `unchanged` (nothing
+    built, run or pushed); a failed run of the same key is resumed where it stopped.
     Examples:
       flagrelease build --model tiny-llama --chip cpu
       flagrelease build --model qwen3-4b --chip ascend --registry harbor.example.com --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force)
 
 
 def release(
@@ -84,6 +93,7 @@ def release(
     local: bool = LocalOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Release the whole matrix (or the cells matching --model/--chip).
 
@@ -95,10 +105,10 @@ def release(
       flagrelease release --chip ascend --registry harbor.example.com
       flagrelease release --jobs 2 --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force)
 
 
-def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json) -> None:
+def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force) -> None:
     with planning():
         try:
             positive(smoke_timeout, "--smoke-timeout")
@@ -112,6 +122,8 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
         except FlagReleaseError as err:
             fail(err, as_json)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server's start needs more than Prefect's 20 s on a busy 2-core build host.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
     from flows.release_matrix import release_matrix
@@ -126,6 +138,7 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
             smoke_timeout_s=smoke_timeout,
             jobs=jobs,
             local=local,
+            force=force,
         )
     except FlagReleaseError as err:
         fail(err, as_json)
@@ -157,13 +170,20 @@ def _summary(outcome: CellOutcome) -> dict:
     }
     if record is None:
         return summary
+    # Where to pull the cell from: what this run published, or the release it found unchanged.
+    published = record.publish or record.unchanged
     return summary | {
         "image": record.image.ref if record.image else None,
         "image_id": record.image.image_id if record.image else None,
         "reused": record.image.reused if record.image else None,
-        "tags": record.publish.tags if record.publish else [],
-        "repository": f"{record.publish.registry}/{record.publish.repository}" if record.publish else None,
-        "digest": record.publish.digest if record.publish else None,
+        "tags": record.publish.tags if record.publish else [record.unchanged.tag] if record.unchanged else [],
+        "repository": f"{published.registry}/{published.repository}" if published else None,
+        "digest": published.digest if published else None,
+        "release_key": record.release_key,
+        "unchanged": record.unchanged.model_dump() if record.unchanged else None,
+        "resumed_from": record.resumed_from,
+        "taken_over": record.reused,
+        "stack": record.stack.model_dump() if record.stack else None,
         "smoke": {
             "passed": record.smoke.passed,
             "ready_seconds": record.smoke.ready_seconds,
@@ -211,7 +231,15 @@ def _print_table(outcomes: list[CellOutcome]) -> None:
         table.add_row(
             "built", ("reused " if r.image and r.image.reused else "") + (r.image.image_id[:19] if r.image else "-")
         )
-        table.add_row("pull", r.publish.pull_ref if r.publish else "-")
+        published = r.publish or r.unchanged
+        table.add_row("pull", published.pull_ref if published else "-")
+        if r.unchanged:
+            by = f" by run {r.unchanged.run_id}" if r.unchanged.run_id else ""
+            table.add_row("unchanged", f"released as {r.unchanged.tag}{by}; nothing built, run or pushed")
+        if r.resumed_from:
+            table.add_row("resumed", f"from run {r.resumed_from}, taking over {', '.join(r.reused)}")
+        if r.stack:
+            table.add_row("stack", f"{r.stack.origin} {r.stack.ref}")
         if r.smoke:
             table.add_row(
                 "smoke",

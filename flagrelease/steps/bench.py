@@ -7,21 +7,25 @@ with the same prompts, so their ratio is measured in one run.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Literal
 
 from flagrelease.cell_facts import served_name
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.results import AccuracyResult, SideResult
-from flagrelease.schema import Cell, MatrixFile
+from flagrelease.schema import Cell, MatrixFile, PerfPlan
 from flagrelease.steps import accuracy, loadgen
 from flagrelease.steps.smoke import NotReady, run_options, serving
 
 # The flaggems side always runs; without FlagGems in the stack it only flips
 # USE_FLAGGEMS, and the record says so (`flaggems_installed`).
-SIDES = ("native", "flaggems")
+Side = Literal["native", "flaggems"]
+SIDES: tuple[Side, Side] = ("native", "flaggems")
 
 
 def measure_sides(
@@ -35,30 +39,44 @@ def measure_sides(
     timeout_s: float,
     on_line=print,
 ) -> dict[str, SideResult]:
-    """Measure every side. Sequential by default (one serve stack at a time: what a single
-    accelerator allows); with `perf.interleave` both stacks stay up and the repeats
-    alternate (native, flaggems, flaggems, native, ...) so that drift on the host hits both alike."""
+    """Measure every side. Every perf level is measured in `perf.repeats` pairs of windows,
+    one window per side with the same prompts. With `perf.interleave` both stacks stay up
+    and a pair's windows run back to back in ABBA order (native, flaggems, then flaggems,
+    native), so drift on the host hits both alike; otherwise one stack at a time (what a
+    single accelerator allows) and the i-th windows of the two sides form a pair."""
     plan = cell.model.bench
     assert matrix.source is not None, "a loaded matrix knows its file"
     datasets = [accuracy.load_dataset(matrix.source.parent / a.path, a.name, a.kind) for a in plan.accuracy]
     model = served_name(cell)
     perf = plan.perf
-    repeats = perf.repeats if perf else 0
-    runs: dict[str, list[list[PerfResult]]] = {side: [] for side in SIDES}
+    levels = [(shape, c) for shape in perf.shapes for c in perf.concurrency] if perf else []
+    # windows[side][pair][level]; sizes[level][pair]: the prompts of that pair's windows, on both sides.
+    windows: dict[str, list[list[PerfResult]]] = {
+        side: [[] for _ in range(perf.repeats if perf else 0)] for side in SIDES
+    }
+    sizes: list[list[int]] = [[] for _ in levels]
 
-    def perf_repeat(side: str, base_url: str, r: int) -> None:
-        assert perf is not None  # called only for `repeats` > 0
-        on_line(f"[{side}] perf repeat {r + 1}/{repeats}: concurrency {perf.concurrency}, shapes {perf.shapes}")
-        # The same seeds on both sides (same prompts); fresh ones per repeat (no prefix-cache hits).
-        runs[side].append(
-            loadgen.sweep(
+    def window(side: str, base_url: str, index: int, pair: int) -> None:
+        assert perf is not None  # there are levels only with a perf plan
+        (input_len, output_len), concurrency = levels[index]
+        if len(sizes[index]) <= pair:  # the pair's first window decides its size
+            sizes[index].append(window_prompts(perf, [w[index] for runs in windows.values() for w in runs[:pair]]))
+        on_line(
+            f"[{side}] perf c={concurrency} {input_len}/{output_len}, pair {pair + 1}/{perf.repeats}: "
+            f"{sizes[index][pair]} prompts"
+        )
+        # The same seed on both sides of a pair (the same prompts); a fresh one per pair and level,
+        # so no window finds its prompts in the server's prefix cache.
+        windows[side][pair].append(
+            loadgen.window(
                 base_url,
                 model,
-                perf.concurrency,
-                list(perf.shapes),
-                perf.num_prompts,
+                input_len=input_len,
+                output_len=output_len,
+                num_prompts=sizes[index][pair],
+                max_concurrency=concurrency,
                 num_warmups=perf.num_warmups,
-                seed=1000 * r,
+                seed=1000 * pair + index,
                 request_timeout_s=perf.request_timeout_s,
             )
         )
@@ -77,8 +95,8 @@ def measure_sides(
             )
         return found
 
-    def serve(stack: ExitStack, side: str) -> tuple[str, float]:
-        options = run_options(cell, weights_dir, use_flaggems=side == "flaggems")
+    def serve(stack: ExitStack, side: Side) -> tuple[str, float]:
+        options = run_options(cell, weights_dir, use_flaggems=side == "flaggems", cpus=plan.side_cpus.get(side))
         base_url, _container, ready_s = stack.enter_context(
             serving(
                 client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line, purpose=f"bench-{side}"
@@ -86,29 +104,43 @@ def measure_sides(
         )
         return base_url, ready_s
 
-    results, started = {}, time.monotonic()
+    results: dict[str, SideResult] = {}
+    started = time.monotonic()
+    pairs = range(perf.repeats) if perf else range(0)
     try:
-        if plan.perf is not None and plan.perf.interleave:
+        if perf is not None and perf.interleave:
             with ExitStack() as stack:
                 urls = {side: serve(stack, side) for side in SIDES}
-                for r in range(repeats):
-                    # ABBA order: neither side always runs first (warmer caches, quieter host).
-                    for side in SIDES if r % 2 == 0 else SIDES[::-1]:
-                        perf_repeat(side, urls[side][0], r)
+                for index in range(len(levels)):
+                    for pair in pairs:
+                        # ABBA: neither side always runs first (warmer caches, quieter host).
+                        for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
+                            window(side, urls[side][0], index, pair)
                 for side in SIDES:
-                    results[side] = _side(side, urls[side][1], runs[side], scores(side, urls[side][0]), started)
+                    results[side] = _side(side, urls[side][1], windows[side], scores(side, urls[side][0]), started)
         else:
             for side in SIDES:
                 with ExitStack() as stack:
                     base_url, ready_s = serve(stack, side)
-                    for r in range(repeats):
-                        perf_repeat(side, base_url, r)
-                    results[side] = _side(side, ready_s, runs[side], scores(side, base_url), started)
+                    for index in range(len(levels)):
+                        for pair in pairs:
+                            window(side, base_url, index, pair)
+                    results[side] = _side(side, ready_s, windows[side], scores(side, base_url), started)
     except NotReady as err:
         raise ServiceError(
             f"serve stack not ready for benchmarking: {err.problem}\n" + "\n".join(err.log.splitlines()[-20:])
         ) from None
     return results
+
+
+def window_prompts(perf: PerfPlan, earlier: list[PerfResult]) -> int:
+    """Prompts in a window: enough for `window_s` seconds at the rate earlier windows of the
+    level ran (a handful of requests is over in a scheduler hiccup), never fewer than
+    `num_prompts`."""
+    if not earlier:
+        return perf.num_prompts
+    rate = statistics.median(r.request_throughput for r in earlier)
+    return min(perf.max_prompts, max(perf.num_prompts, math.ceil(perf.window_s * rate)))
 
 
 def _side(side: str, ready_s: float, repeats: list[list[PerfResult]], scores: dict, started: float) -> SideResult:

@@ -12,8 +12,13 @@ same question ids, which cancels question difficulty and is often several times
 smaller; otherwise unpaired binomial, sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). Both rules
 report it.
 
-Speed, the same under both rules: at every level, output and total-token
-throughput of the candidate must reach perf_min_ratio of the reference's.
+Speed: at every level, output and total-token throughput of the candidate must
+reach perf_min_ratio of the reference's. The bench measures both sides in pairs of
+windows back to back (ABBA order), so drift on the host hits both alike. "classic"
+compares the geometric mean of the pair ratios; "statistical" its confidence
+interval (Student's t on the log ratios): PASS above the threshold, FAIL below,
+INCONCLUSIVE across it, with the pairs that would decide it. Identical stacks are
+the calibration: they must come out PASS, never FAIL.
 
 The gate owns its inputs: `gate_inputs` pairs what the bench step measured with
 what each check is compared against (the model's reference baseline where it
@@ -25,6 +30,8 @@ from __future__ import annotations
 import math
 import statistics
 from typing import Literal
+
+from scipy.stats import t as student_t
 
 from flagrelease.baseline import Baseline, bench_score
 from flagrelease.errors import ConfigError
@@ -80,38 +87,103 @@ def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore,
 
 
 def judge_perf(level: PerfRatio, policy: GatePolicy) -> PerfVerdict:
-    worst = min(level.output_throughput, level.total_token_throughput)
-    verdict = "PASS" if worst >= policy.perf_min_ratio - EPS else "FAIL"
-    reason = (
-        f"concurrency {level.max_concurrency}, in {level.input_len} / out {level.output_len}: "
-        f"output throughput {level.output_throughput:.0%}, total {level.total_token_throughput:.0%} "
-        f"of reference ({'≥' if verdict == 'PASS' else '<'} {policy.perf_min_ratio:.0%})"
+    """Classic: the point ratio against the threshold. Statistical: the confidence interval of
+    the paired ratio (log scale, Student's t over the pairs) against it: PASS when all of it
+    lies at or above, FAIL when all of it lies below, INCONCLUSIVE when it straddles."""
+    threshold = policy.perf_min_ratio
+    where = f"concurrency {level.max_concurrency}, in {level.input_len} / out {level.output_len}"
+    point = min(level.output_throughput, level.total_token_throughput)
+    measured = (
+        f"{where}: output throughput {level.output_throughput:.0%}, total {level.total_token_throughput:.0%} "
+        f"of reference"
     )
-    return PerfVerdict(level=level, verdict=verdict, reason=reason)
+    if policy.rule == "classic":
+        verdict = "PASS" if point >= threshold - EPS else "FAIL"
+        sign = "≥" if verdict == "PASS" else "<"
+        return PerfVerdict(
+            level=level, verdict=verdict, reason=f"{measured} ({sign} {threshold:.0%})", threshold=threshold
+        )
+    logs = [math.log(r) for r in level.pair_ratios]
+    if len(logs) < 2:
+        return PerfVerdict(
+            level=level,
+            threshold=threshold,
+            verdict="INCONCLUSIVE",
+            reason=f"{measured}: {len(logs)} pair of windows cannot tell a slowdown from the host's noise; "
+            "measure at least 3 pairs (bench.perf.repeats)",
+        )
+    n, mean, spread = len(logs), statistics.fmean(logs), statistics.stdev(logs)
+    half = t_quantile(policy.z, n - 1) * spread / math.sqrt(n)
+    low, high = math.exp(mean - half), math.exp(mean + half)
+    interval = f"{_confidence(policy.z):.0%} interval [{low:.3f}, {high:.3f}] over {n} pairs"
+    if low >= threshold - EPS:
+        verdict, reason = "PASS", f"{measured}; {interval} lies above {threshold:.2f}"
+    elif high < threshold - EPS:
+        verdict, reason = "FAIL", f"{measured}; {interval} lies below {threshold:.2f}: a real slowdown"
+    else:
+        verdict = "INCONCLUSIVE"
+        reason = f"{measured}; {interval} straddles {threshold:.2f}{_pairs_needed(n, mean, spread, policy)}"
+    return PerfVerdict(level=level, verdict=verdict, reason=reason, threshold=threshold, ci_low=low, ci_high=high)
 
 
-def perf_ratios(reference: list[PerfResult], candidate: list[PerfResult]) -> list[PerfRatio]:
-    """Candidate / reference throughput per (concurrency, input_len, output_len) level."""
+def t_quantile(z: float, degrees: int) -> float:
+    """Student's t quantile with the two-sided coverage of ±z under a normal (1.96 -> 95 %)."""
+    return float(student_t.ppf((1 + _confidence(z)) / 2, degrees))
+
+
+def _pairs_needed(n: int, mean: float, spread: float, policy: GatePolicy) -> str:
+    """Pairs that would decide it at this spread and ratio (the interval shrinks as 1/sqrt(n))."""
+    distance = abs(mean - math.log(policy.perf_min_ratio))
+    if spread < EPS:
+        return ""
+    # The normal approximation first, then up to where Student's t agrees (it converges fast).
+    needed = max(n + 1, math.ceil((policy.z * spread / max(distance, EPS)) ** 2))
+    if needed > 1000:
+        return "; the ratio sits within the noise of the threshold: more pairs would hardly decide it"
+    while t_quantile(policy.z, needed - 1) * spread / math.sqrt(needed) >= distance:
+        needed += 1
+    return f"; about {needed} pairs would decide it at this spread"
+
+
+def perf_ratios(reference: list[list[PerfResult]], candidate: list[list[PerfResult]]) -> list[PerfRatio]:
+    """Candidate / reference throughput per (concurrency, input_len, output_len) level, paired
+    window by window: `reference[i]` and `candidate[i]` are the i-th windows of every level,
+    measured back to back."""
 
     def key(r: PerfResult) -> tuple[int, int, int]:
         return r.max_concurrency, r.input_len, r.output_len
 
-    ref = {key(r): r for r in reference}
-    cand = {key(r): r for r in candidate}
-    if ref.keys() != cand.keys():
-        raise ValueError(f"levels differ: reference {sorted(ref)}, candidate {sorted(cand)}")
-    if any(r.output_throughput <= 0 or r.total_token_throughput <= 0 for r in reference):
-        raise ValueError("a reference level has no throughput to compare against")
+    if not reference or len(reference) != len(candidate):
+        raise ValueError(f"pairs differ: {len(reference)} reference windows, {len(candidate)} candidate")
+    pairs: dict[tuple[int, int, int], list[tuple[float, float]]] = {}
+    for ref_window, cand_window in zip(reference, candidate, strict=True):
+        ref, cand = {key(r): r for r in ref_window}, {key(r): r for r in cand_window}
+        if ref.keys() != cand.keys():
+            raise ValueError(f"levels differ: reference {sorted(ref)}, candidate {sorted(cand)}")
+        if any(r.output_throughput <= 0 or r.total_token_throughput <= 0 for r in ref_window):
+            raise ValueError("a reference level has no throughput to compare against")
+        for k in ref:
+            pairs.setdefault(k, []).append(
+                (
+                    cand[k].output_throughput / ref[k].output_throughput,
+                    cand[k].total_token_throughput / ref[k].total_token_throughput,
+                )
+            )
     return [
         PerfRatio(
             max_concurrency=k[0],
             input_len=k[1],
             output_len=k[2],
-            output_throughput=cand[k].output_throughput / ref[k].output_throughput,
-            total_token_throughput=cand[k].total_token_throughput / ref[k].total_token_throughput,
+            output_throughput=_geometric_mean([out for out, _ in pairs[k]]),
+            total_token_throughput=_geometric_mean([total for _, total in pairs[k]]),
+            pair_ratios=[min(out, total) for out, total in pairs[k]],
         )
-        for k in sorted(ref)
+        for k in sorted(pairs)
     ]
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
 def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRatio], policy: GatePolicy) -> GateReport:
@@ -120,12 +192,14 @@ def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRa
         raise ValueError("nothing to gate on: no benchmark and no perf level")
     benches = [judge_accuracy(name, ref, cand, policy) for name, (ref, cand) in accuracy.items()]
     levels = [judge_perf(level, policy) for level in perf]
-    failed = [b.benchmark for b in benches if b.verdict == "FAIL"] + [
-        f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
-        for p in levels
-        if p.verdict == "FAIL"
+
+    def name(p: PerfVerdict) -> str:
+        return f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
+
+    failed = [b.benchmark for b in benches if b.verdict == "FAIL"] + [name(p) for p in levels if p.verdict == "FAIL"]
+    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"] + [
+        name(p) for p in levels if p.verdict == "INCONCLUSIVE"
     ]
-    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"]
     if failed:
         verdict, reason = "FAIL", f"failed: {', '.join(failed)}"
     elif unsure:
@@ -185,11 +259,11 @@ def gate_inputs(
                 fix="measure both sides again (the sides of a run are measured together)",
             )
     try:
-        ratios = perf_ratios(native.perf, candidate.perf) if candidate.perf else []
+        ratios = perf_ratios(native.perf_repeats, candidate.perf_repeats) if candidate.perf_repeats else []
     except ValueError as err:
         raise ConfigError(
             f"the perf results cannot be compared: {err}",
-            where="bench.native.perf / bench.flaggems.perf",
+            where="perf-native.json / perf-flaggems.json",
             fix="measure both sides again (the sides of a run are measured together)",
         ) from None
     return pairs, ratios, against

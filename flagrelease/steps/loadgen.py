@@ -25,18 +25,18 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
 import httpx
 import numpy as np
-from matplotlib.figure import Figure
 
 from flagrelease.adapters.serve_client import loopback_url
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult, RequestTrace, summarize
+from flagrelease.results import PerfVerdict
 
 TokenCount = Callable[[str], Awaitable[int]]
 
@@ -94,6 +94,11 @@ async def bench(
     return summarize(traces, duration, settings)
 
 
+def window(base_url: str, model: str, **level) -> PerfResult:
+    """One measurement window of one level (`bench`'s arguments), from synchronous code."""
+    return asyncio.run(bench(base_url, model, **level))
+
+
 def sweep(
     base_url: str,
     model: str,
@@ -130,12 +135,18 @@ def sweep(
     return asyncio.run(levels())
 
 
-def plot_sweep(results: list[PerfResult] | dict[str, list[PerfResult]], path: Path | str) -> None:
+def plot_sweep(
+    results: list[PerfResult] | dict[str, list[PerfResult]], path: Path | str, verdicts: Sequence[PerfVerdict] = ()
+) -> None:
     """PNG: output throughput and mean TTFT against concurrency, one line per shape
-    (and per series, e.g. native vs. flaggems, when given a mapping of them)."""
+    (and per series, e.g. native vs. flaggems, when given a mapping of them); with the
+    gate's verdicts, a third panel: each level's ratio with its confidence interval."""
+    from matplotlib.figure import Figure  # here: half a second of import a no-op run does not need
+
     series = results if isinstance(results, dict) else {"": results}
-    fig = Figure(figsize=(11, 4), layout="constrained")  # no pyplot: no global figure state
-    throughput, ttft = fig.subplots(1, 2)
+    fig = Figure(figsize=(16 if verdicts else 11, 4), layout="constrained")  # no pyplot: no global state
+    panels = fig.subplots(1, 3 if verdicts else 2)
+    throughput, ttft = panels[0], panels[1]
     for name, runs in series.items():
         for shape in sorted({(r.input_len, r.output_len) for r in runs}):
             level = sorted((r for r in runs if (r.input_len, r.output_len) == shape), key=lambda r: r.max_concurrency)
@@ -151,7 +162,26 @@ def plot_sweep(results: list[PerfResult] | dict[str, list[PerfResult]], path: Pa
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend()
+    if verdicts:
+        _plot_ratios(panels[2], list(verdicts))
     fig.savefig(path, format="png", dpi=120)
+
+
+def _plot_ratios(ax, verdicts: list[PerfVerdict]) -> None:
+    """flaggems / native per level: the point ratio, its interval, the gate's threshold."""
+    labels = [f"c={v.level.max_concurrency}\n{v.level.input_len}/{v.level.output_len}" for v in verdicts]
+    points = [min(v.level.output_throughput, v.level.total_token_throughput) for v in verdicts]
+    below = [p - (v.ci_low if v.ci_low is not None else p) for p, v in zip(points, verdicts, strict=True)]
+    above = [(v.ci_high if v.ci_high is not None else p) - p for p, v in zip(points, verdicts, strict=True)]
+    colours = {"PASS": "tab:green", "FAIL": "tab:red", "INCONCLUSIVE": "tab:orange"}
+    for i, (v, p) in enumerate(zip(verdicts, points, strict=True)):
+        ax.errorbar([i], [p], yerr=[[below[i]], [above[i]]], fmt="o", capsize=5, color=colours[v.verdict])
+    ax.axhline(verdicts[0].threshold, color="tab:red", linestyle="--", label=f"gate {verdicts[0].threshold:.2f}")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(verdicts)), labels=labels)
+    ax.set_ylabel("flaggems / native throughput (95% CI)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
 
 
 def _client(base_url: str, timeout_s: float) -> httpx.AsyncClient:

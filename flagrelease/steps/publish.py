@@ -15,7 +15,6 @@ staging tags stay, pointing at the released digests.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from typing import NoReturn, Protocol
@@ -27,13 +26,12 @@ from flagrelease.adapters.local_registry import LocalRegistry
 from flagrelease.adapters.registry import RegistryClient
 from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_credentials
 from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
-from flagrelease.naming import check_tag
-from flagrelease.results import PublishResult, StagedImage
+from flagrelease.naming import check_tag, is_release_tag, key_tag
+from flagrelease.results import PublishResult, StackImage, StagedImage
 from flagrelease.settings import DEFAULT_REGISTRY_PORT, Settings
+from flagrelease.steps.release_key import STACK_KEY_LABEL
 
 STAGING_PREFIX = "staging-"
-# An alias shaped like a release tag could overwrite an immutable release.
-_RELEASE_SHAPED = re.compile(r"^\d{10}$")
 
 
 class PublishItem(BaseModel):
@@ -43,6 +41,7 @@ class PublishItem(BaseModel):
     repository: str
     tag: str
     aliases: list[str] = []
+    key_tag: str | None = None  # `key-<release key>`: moved last, it marks a complete release
 
 
 def resolve_registry(settings: Settings) -> str:
@@ -56,14 +55,24 @@ def resolve_registry(settings: Settings) -> str:
 
 
 def push_release(
-    client, image_id: str, registry: str, repository: str, tag: str, aliases: Sequence[str] = (), on_line=print
+    client,
+    image_id: str,
+    registry: str,
+    repository: str,
+    tag: str,
+    aliases: Sequence[str] = (),
+    on_line=print,
+    key: str | None = None,
 ) -> PublishResult:
-    """Push `image_id` as registry/repository:tag, then point the aliases at it.
+    """Push `image_id` as registry/repository:tag, then point the aliases and the key tag
+    (`key-<key>`, when a release key is given) at it.
 
     `repository` excludes the registry host. An alias that fails raises; the release tag stands.
     """
     started = time.monotonic()
-    item = PublishItem(image_id=image_id, repository=repository, tag=tag, aliases=list(aliases))
+    item = PublishItem(
+        image_id=image_id, repository=repository, tag=tag, aliases=list(aliases), key_tag=key_tag(key) if key else None
+    )
     _check_tags(item)
     credentials = resolve_credentials(registry)
     with RegistryClient(registry, credentials) as api:
@@ -91,7 +100,14 @@ def stage(client, item: PublishItem, registry: str, on_line=print) -> StagedImag
             digest = _push(client, api, credentials, item, staging, on_line)
         finally:
             docker_engine.untag(client, f"{registry}/{item.repository}:{staging}")
-    return StagedImage(registry=registry, repository=item.repository, tag=item.tag, aliases=item.aliases, digest=digest)
+    return StagedImage(
+        registry=registry,
+        repository=item.repository,
+        tag=item.tag,
+        aliases=item.aliases,
+        key_tag=item.key_tag,
+        digest=digest,
+    )
 
 
 def promote_set(staged: Sequence[StagedImage], registry: str, on_line=print) -> list[PublishResult]:
@@ -170,11 +186,33 @@ def _raise_rolled_back(
     raise err
 
 
+def push_stack(client, stack: StackImage, registry: str, repository: str, on_line=print) -> str:
+    """Put the chip stack in the registry under `key-<stack key>`, once: a registry that
+    serves it already (its config carrying the key) is left alone. Its digest there.
+
+    Model images pushed afterwards mount its layers instead of uploading them.
+    """
+    item = PublishItem(image_id=stack.image_id, repository=repository, tag=key_tag(stack.key))
+    credentials = resolve_credentials(registry)
+    with RegistryClient(registry, credentials) as api:
+        api.check()
+        served = api.manifest_digest(repository, item.tag)
+        if served is not None and api.labels(repository, served).get(STACK_KEY_LABEL) == stack.key:
+            on_line(f"chip stack {stack.key[:12]} is in {registry} already")
+            return served
+        try:
+            return _push(client, api, credentials, item, item.tag, on_line)
+        finally:
+            docker_engine.untag(client, f"{registry}/{repository}:{item.tag}")
+
+
 def _check_tags(item: PublishItem) -> None:
     check_tag(item.tag)
+    if item.key_tag is not None:
+        check_tag(item.key_tag)
     for alias in item.aliases:
         check_tag(alias)
-        if alias == item.tag or alias.startswith(STAGING_PREFIX) or _RELEASE_SHAPED.match(alias):
+        if alias == item.tag or alias.startswith(STAGING_PREFIX) or is_release_tag(alias):
             raise ConfigError(
                 f"alias {alias!r} of {item.repository}:{item.tag} could overwrite a release or staging tag",
                 where="aliases",
@@ -186,6 +224,7 @@ class _Tagged(Protocol):
     repository: str
     tag: str
     aliases: list[str]
+    key_tag: str | None
 
 
 def _refuse_existing(api: RegistryClient, image: _Tagged) -> None:
@@ -228,8 +267,11 @@ def _verify(api: RegistryClient, repository: str, tag: str, digest: str, what: s
 
 
 def _move_aliases(api: RegistryClient, image: _Tagged, digest: str, on_line) -> None:
+    """Aliases, then the key tag: moved last, it marks a complete release."""
     for alias in image.aliases:
         _set_tag(api, image.repository, digest, alias, on_line)
+    if image.key_tag is not None:
+        _set_tag(api, image.repository, digest, image.key_tag, on_line)
 
 
 def _roll_back(api: RegistryClient, staged: Sequence[StagedImage], released: list[StagedImage], on_line) -> list[str]:
@@ -262,4 +304,5 @@ def _result(registry: str, image: _Tagged, digest: str, started: float) -> Publi
         tags=[image.tag, *image.aliases],
         digest=digest,
         seconds=time.monotonic() - started,
+        key_tag=image.key_tag,
     )

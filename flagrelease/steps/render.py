@@ -1,7 +1,9 @@
-"""Render a cell into a Docker build context: Dockerfile, FlagScale serve config, files.
+"""Render a cell into two Docker build contexts: its chip-stack image and the thin model
+image FROM it (Dockerfiles, FlagScale serve config, files).
 
-The context is content-addressed: `context_hash` covers every byte of it, so
-an unchanged cell is recognisable and a changed one never reuses an image.
+Each context is content-addressed: `context_hash` covers every byte of it, so an
+unchanged cell is recognisable and a changed one never reuses an image. The stack
+context holds nothing of the model, so every model on a chip renders the same one.
 """
 
 from __future__ import annotations
@@ -11,40 +13,48 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel
 
 from flagrelease.cell_facts import flaggems_installed, pins, serve_config, serve_port, served_name
 from flagrelease.errors import ConfigError, ServiceError
-from flagrelease.naming import base_reference, repository_name
+from flagrelease.naming import base_reference, repository_name, stack_repository_name
+from flagrelease.results import BuildContext, ImageContext
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import BuildSettings
 
-
-class BuildContext(BaseModel):
-    path: Path
-    context_hash: str
-    repository_name: str
-    base_image: str
-    pins: dict[str, str]
-    labels: dict[str, str]
-    files: list[str]
+Part = Literal["stack", "model"]
+# Pins that belong to a model, not to its chip's stack.
+MODEL_PINS = ("model",)
 
 
-def static_labels(cell: Cell, pin_map: dict[str, str], name: str, base: str) -> dict[str, str]:
-    """OCI labels known before the build (build-time ones are added by the build step)."""
-    labels = {
+def model_labels(cell: Cell, pin_map: dict[str, str], name: str) -> dict[str, str]:
+    """OCI labels the model image adds to its chip stack's (build-time ones come from the build step)."""
+    return {
         "org.opencontainers.image.title": name,
         "org.opencontainers.image.description": f"FlagOS serve stack for {cell.model_id} on {cell.chip_id}",
-        "org.opencontainers.image.vendor": "FlagRelease",
-        "org.opencontainers.image.base.name": base,
         "org.flagos.served-model-name": served_name(cell),
         "org.flagos.serve.port": str(serve_port(cell)),
         "org.flagos.weights.mount": cell.weights_mount,
+    } | _pin_labels({k: v for k, v in pin_map.items() if k in MODEL_PINS})
+
+
+def stack_labels(cell: Cell, pin_map: dict[str, str], name: str, base: str) -> dict[str, str]:
+    """OCI labels of the chip-stack image, inherited by every model image on it: the chip's
+    pins, none of a model's."""
+    labels = {
+        "org.opencontainers.image.title": name,
+        "org.opencontainers.image.description": f"FlagOS chip stack for {cell.chip_id}: everything but the model",
+        "org.opencontainers.image.vendor": "FlagRelease",
+        "org.opencontainers.image.base.name": base,
     }
-    return labels | {f"org.flagos.{key.replace('_', '-')}": value for key, value in pin_map.items()}
+    return labels | _pin_labels({k: v for k, v in pin_map.items() if k not in MODEL_PINS})
+
+
+def _pin_labels(pin_map: dict[str, str]) -> dict[str, str]:
+    return {f"org.flagos.{key.replace('_', '-')}": value for key, value in pin_map.items()}
 
 
 def _environment(templates: Path) -> jinja2.Environment:
@@ -56,20 +66,23 @@ def _environment(templates: Path) -> jinja2.Environment:
     )
 
 
-def render_dockerfile(cell: Cell, matrix: MatrixFile, build: BuildSettings) -> tuple[str, dict[str, str], str]:
-    """Dockerfile text, its labels and the base image it starts FROM."""
-    name = repository_name(cell)
+def render_dockerfile(
+    cell: Cell, matrix: MatrixFile, build: BuildSettings, part: Part
+) -> tuple[str, dict[str, str], str]:
+    """Dockerfile text of the stack or model image, its labels, and the chip's base image."""
     base = base_reference(cell.chip.base.image, build.base_mirror)
     pin_map = pins(cell)
-    labels = static_labels(cell, pin_map, name, base)
+    if part == "stack":
+        labels = stack_labels(cell, pin_map, stack_repository_name(cell), base)
+    else:
+        labels = model_labels(cell, pin_map, repository_name(cell))
     env = _environment(matrix.dockerfiles)
     try:
         text = env.get_template(cell.chip.template).render(
+            part=part,
             cell=cell,
             chip=cell.chip,
             stack=cell.chip.stack,
-            model=cell.model,
-            pins=pin_map,
             labels=labels,
             base_image=base,
             port=serve_port(cell),
@@ -101,29 +114,30 @@ _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 def render_context(
     cell: Cell, matrix: MatrixFile, build: BuildSettings, out_dir: Path, *, force: bool = False
 ) -> BuildContext:
-    """Write the complete build context for `cell` into `out_dir`.
+    """Write both build contexts of `cell`, `out_dir`/stack and `out_dir`/model.
 
     `out_dir` may be new, empty or a previous render (which is replaced); anything else
-    is refused unless `force`. The context is written beside it first and moved into place
-    at the end, so a failure leaves `out_dir` as it was.
+    is refused unless `force`. The contexts are written beside it first and moved into
+    place at the end, so a failure leaves `out_dir` as it was.
     """
     _check_target(out_dir, matrix, force)
-    dockerfile, labels, base = render_dockerfile(cell, matrix, build)
+    stack_text, stack_label_map, base = render_dockerfile(cell, matrix, build, "stack")
+    model_text, model_labels, _ = render_dockerfile(cell, matrix, build, "model")
     experiment, serve_list = (yaml.safe_dump(doc, sort_keys=False) for doc in serve_config(cell))
     staging: Path | None = None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.rendering-", dir=out_dir.parent))
         staging.chmod(0o755)  # mkdtemp's 0700 is for secrets; a build context is not one
-        (staging / "serve/conf/serve").mkdir(parents=True)
-        (staging / "Dockerfile").write_text(dockerfile)
-        (staging / "serve/conf/serve.yaml").write_text(experiment)
-        (staging / f"serve/conf/serve/{cell.model_id}.yaml").write_text(serve_list)
+        (staging / "stack").mkdir()
+        (staging / "stack/Dockerfile").write_text(stack_text)
         for static in sorted((matrix.dockerfiles / "files").iterdir()):
-            shutil.copy2(static, staging / static.name)
-        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        digest = context_hash(staging, files)
-        (staging / MARKER).write_text(MARKER_TEXT)
+            shutil.copy2(static, staging / "stack" / static.name)
+        (staging / "model/serve/conf/serve").mkdir(parents=True)
+        (staging / "model/Dockerfile").write_text(model_text)
+        (staging / "model/serve/conf/serve.yaml").write_text(experiment)
+        (staging / f"model/serve/conf/serve/{cell.model_id}.yaml").write_text(serve_list)
+        (staging / MARKER).write_text(MARKER_TEXT)  # beside the contexts, in neither of them
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -135,13 +149,17 @@ def render_context(
             raise ServiceError(problem, where=str(out_dir), fix="free space on that disk") from None
         raise ConfigError(problem, where=str(out_dir), fix="pass a directory you can write") from None
     return BuildContext(
-        path=out_dir,
-        context_hash=digest,
-        repository_name=repository_name(cell),
+        stack=_image_context(out_dir / "stack", stack_repository_name(cell), stack_label_map),
+        model=_image_context(out_dir / "model", repository_name(cell), model_labels),
         base_image=base,
         pins=pins(cell),
-        labels=labels,
-        files=files,
+    )
+
+
+def _image_context(root: Path, name: str, labels: dict[str, str]) -> ImageContext:
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return ImageContext(
+        path=root, context_hash=context_hash(root, files), repository_name=name, labels=labels, files=files
     )
 
 

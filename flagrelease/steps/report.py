@@ -19,6 +19,7 @@ from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
 from flagrelease.errors import ConfigError
 from flagrelease.input_files import read_text
+from flagrelease.perf_metrics import PerfResult
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.results import QuestionResult, ReportResult, SideResult, StoredCopy
 from flagrelease.schema import Cell, MatrixFile
@@ -51,7 +52,8 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
             write_records(acc, out / path)
             files[f"accuracy-{side}-{name}"] = path
     if any(r.perf for r in record.bench.values()):
-        plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT)
+        verdicts = record.gate.perf if record.gate else []
+        plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT, verdicts)
         files["plot"] = PLOT
     record.files = files
     record.save(out)
@@ -59,7 +61,8 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
 
 
 def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
-    """The record's bench sides with their per-question records read back from their files."""
+    """The record's bench sides with their per-question records and every perf repeat read
+    back from their files."""
     sides = {}
     for side, result in record.bench.items():
         accuracy = {}
@@ -88,8 +91,37 @@ def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
                         fix="restore the run from the artifact store",
                     ) from None
             accuracy[name] = acc.model_copy(update={"results": results})
-        sides[side] = result.model_copy(update={"accuracy": accuracy})
+        repeats = [
+            [PerfResult.model_validate(level) for level in run]
+            for run in json.loads(_read(run_dir, record, f"perf-{side}") or "[]")
+        ]
+        sides[side] = result.model_copy(update={"accuracy": accuracy, "perf_repeats": repeats})
     return sides
+
+
+def load_raw(run_dir: Path, record: ReleaseRecord) -> ReleaseRecord:
+    """The record as it was before it was saved: raw results (smoke log, perf repeats,
+    per-question records) read back from the files beside release.json."""
+    smoke = record.smoke.model_copy(update={"log": _read(run_dir, record, "smoke")}) if record.smoke else None
+    return record.model_copy(update={"smoke": smoke, "bench": load_sides(run_dir, record)})
+
+
+def _read(run_dir: Path, record: ReleaseRecord, role: str) -> str:
+    rel = record.files.get(role)
+    if rel is None:
+        raise ConfigError(
+            f"run {record.run_id} names no file for {role}",
+            where=str(run_dir / RECORD_FILE),
+            fix="restore the run from the artifact store",
+        )
+    try:
+        return (run_dir / rel).read_text()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read {rel}: {err.strerror}",
+            where=str(run_dir / rel),
+            fix="restore the run from the artifact store",
+        ) from None
 
 
 def publish_reports(

@@ -33,10 +33,16 @@ class RunOptions(BaseModel):
     shm_size: str | None
     gpus: bool
     port: int
+    cpus: float | None = None  # `docker run --cpus`
 
 
 def run_options(
-    cell: Cell, weights_dir: Path, *, use_flaggems: bool | None = None, visible_devices: str = "0"
+    cell: Cell,
+    weights_dir: Path,
+    *,
+    use_flaggems: bool | None = None,
+    visible_devices: str = "0",
+    cpus: float | None = None,
 ) -> RunOptions:
     """`docker run` options from the chip's runtime block and the model's weights mount."""
     runtime = cell.chip.runtime
@@ -55,6 +61,7 @@ def run_options(
         shm_size=runtime.shm_size,
         gpus=runtime.gpus,
         port=cell.model.serve.engine_args["port"],
+        cpus=cpus,
     )
 
 
@@ -85,6 +92,7 @@ def serving(
         shm_size=options.shm_size,
         gpus=options.gpus,
         owner=owner,
+        cpus=options.cpus,
     ) as container:
         port = docker_engine.published_port(container, options.port)
         base_url = f"http://127.0.0.1:{port}"

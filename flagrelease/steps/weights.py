@@ -18,9 +18,9 @@ def ensure_weights(cell: Cell, target: Path, s3_endpoint_url: str | None = None)
     """Return the host directory with the cell's weights, producing them in `target` when needed."""
     weights = cell.model.weights
     if weights.source == "generate":
-        from flagrelease.weights_tiny import make_tiny_llama
-
         if not any(target.glob("*.gguf")):
+            from flagrelease.weights_tiny import make_tiny_llama  # gguf and tokenizers: only to make them
+
             make_tiny_llama(target)
         return target
     if weights.source == "local":

@@ -1,84 +1,19 @@
 # Rendered by flagrelease for qwen3-4b x metax-c550 from dockerfiles/metax.Dockerfile.j2; do not edit.
-FROM cr.metax-tech.com/public-ai-release/maca/vllm:maca.ai3.0.0.8-torch2.6-py310-ubuntu22.04-amd64 AS system
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update -y \
- && apt-get install -y --no-install-recommends ca-certificates git \
- && rm -rf /var/lib/apt/lists/* \
- && python3 -c "import platform, sys; v = platform.python_version(); sys.exit(0 if v == '3.10' or v.startswith('3.10.') else 'python is ' + v + ', the pin says 3.10')"
+# The model image: FROM the chip stack of metax-c550 (the stack Dockerfile rendered beside
+# this one), passed as --build-arg STACK_IMAGE=<the stack image>.
+ARG STACK_IMAGE
+FROM ${STACK_IMAGE}
 
-
-FROM system AS flagos
-RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_index_url \
-    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
- && if [ -s /run/secrets/pip_index_url ]; then export PIP_INDEX_URL="$(cat /run/secrets/pip_index_url)"; fi \
- && export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
- && python3 -m pip install --no-deps flag-scale==0.8.0 \
- && python3 -m pip install --no-deps git+https://github.com/FlagOpen/FlagGems.git@v2.2 \
- && { python3 -m pip show flag-gems | grep -qx "Version: 2.2" \
-   || { echo "flag-gems in the image is not 2.2:"; python3 -m pip show flag-gems; exit 1; }; } \
- && python3 -m pip install hydra-core==1.3.8 click==8.5.1
-
-
-FROM flagos AS release
-# Every pin of the cell, as build arguments (also written as labels below).
-ARG FLAGRELEASE_MODEL=qwen3-4b
-ARG FLAGRELEASE_VENDOR=metax
-ARG FLAGRELEASE_CHIP=metax-c550
-ARG FLAGRELEASE_CHIP_CODE=metax001
-ARG FLAGRELEASE_ARCH=amd64
-ARG FLAGRELEASE_SDK=maca
-ARG FLAGRELEASE_SDK_VERSION=3.0.0.8
-ARG FLAGRELEASE_DRIVER=3.0.11
-ARG FLAGRELEASE_PYTHON=3.10
-ARG FLAGRELEASE_TORCH=2.6.0
-ARG FLAGRELEASE_TORCH_NPU=none
-ARG FLAGRELEASE_VLLM=0.8.5
-ARG FLAGRELEASE_VLLM_PLUGIN=none
-ARG FLAGRELEASE_FLAGGEMS=2.2
-ARG FLAGRELEASE_FLAGSCALE=0.8.0
-ARG FLAGRELEASE_FLAGTREE=none
-ARG FLAGRELEASE_FLAGCX=none
-ARG FLAGRELEASE_ENGINE=vllm
-
-RUN { python3 -m pip show torch | grep -qx "Version: 2.6.0" \
-   || { echo "torch in the image is not 2.6.0:"; python3 -m pip show torch; exit 1; }; } \
- && { python3 -m pip show vllm | grep -qx "Version: 0.8.5" \
-   || { echo "vllm in the image is not 0.8.5:"; python3 -m pip show vllm; exit 1; }; }
-
-
-# Serve stack: FlagScale config for qwen3-4b and the foreground supervisor.
+# FlagScale serve config for qwen3-4b.
 COPY serve/ /workspace/serve/
-COPY flagrelease-serve.py /usr/local/bin/flagrelease-serve
 ENV FLAGRELEASE_SERVE_CONFIG=/workspace/serve/conf/serve.yaml \
-    FLAGRELEASE_MODEL=qwen3-4b \
-    USE_FLAGGEMS=true
+    FLAGRELEASE_MODEL=qwen3-4b
 
 LABEL org.opencontainers.image.title="flagrelease-metax-release-model_qwen3-4b-tree_none-gems_2.2-scale_0.8.0-cx_none-python_3.10-torch_2.6.0-pcp_maca3.0.0.8-gpu_metax001-arc_amd64-driver_3.0.11" \
       org.opencontainers.image.description="FlagOS serve stack for qwen3-4b on metax-c550" \
-      org.opencontainers.image.vendor="FlagRelease" \
-      org.opencontainers.image.base.name="cr.metax-tech.com/public-ai-release/maca/vllm:maca.ai3.0.0.8-torch2.6-py310-ubuntu22.04-amd64" \
       org.flagos.served-model-name="Qwen3-4B-metax-flagos" \
       org.flagos.serve.port="9010" \
       org.flagos.weights.mount="/data/weights/Qwen3-4B" \
-      org.flagos.model="qwen3-4b" \
-      org.flagos.vendor="metax" \
-      org.flagos.chip="metax-c550" \
-      org.flagos.chip-code="metax001" \
-      org.flagos.arch="amd64" \
-      org.flagos.sdk="maca" \
-      org.flagos.sdk-version="3.0.0.8" \
-      org.flagos.driver="3.0.11" \
-      org.flagos.python="3.10" \
-      org.flagos.torch="2.6.0" \
-      org.flagos.torch-npu="none" \
-      org.flagos.vllm="0.8.5" \
-      org.flagos.vllm-plugin="none" \
-      org.flagos.flaggems="2.2" \
-      org.flagos.flagscale="0.8.0" \
-      org.flagos.flagtree="none" \
-      org.flagos.flagcx="none" \
-      org.flagos.engine="vllm"
-WORKDIR /workspace
+      org.flagos.model="qwen3-4b"
 EXPOSE 9010
-STOPSIGNAL SIGTERM
 ENTRYPOINT ["python3", "/usr/local/bin/flagrelease-serve"]

@@ -90,6 +90,7 @@ def test_serve_stack_never_ready_fails_and_pushes_nothing(released, registry, tm
         registry.address,
         "--smoke-timeout",
         "0.01",
+        "--force",  # the registry holds this release key: without it, the cell is unchanged
         home=tmp_path,
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
@@ -137,8 +138,9 @@ def test_a_failing_flow_prints_our_error_and_no_prefect_traceback(tmp_path, dock
     proc = run_cli("build", "--model", "qwen3-4b", "--chip", "ascend-a3", "--no-push", home=tmp_path, timeout=300)
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "Beginning flow run" in proc.stderr  # Prefect ran the flow and logged to this console
-    [error] = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert "cannot build qwen3-4b x ascend-a3 on this host; nothing was built" in error
+    assert (
+        "error: qwen3-4b--ascend-a3: cannot build qwen3-4b x ascend-a3 on this host; nothing was built" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     assert "Finished in state Failed" not in proc.stderr
     assert proc.stderr.count("cannot build qwen3-4b x ascend-a3 on this host") == 1

@@ -15,6 +15,7 @@ import pytest
 
 from flagrelease.adapters import docker_engine
 from flagrelease.matrix import load_matrix, select
+from flagrelease.steps.release_key import KEY_LABEL
 from flagrelease.steps.smoke import run_options, smoke_test
 from tests.conftest import ROOT
 
@@ -75,6 +76,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from flagrelease.adapters import docker_engine
 from flagrelease.matrix import load_matrix, select
+from flagrelease.steps.release_key import KEY_LABEL
 from flagrelease.steps.smoke import run_options, smoke_test
 cell = select(load_matrix(Path(sys.argv[1])), chip="cpu", model="tiny-llama")[0]
 smoke_test(docker_engine.connect(), sys.argv[2], cell, run_options(cell, Path(sys.argv[3])), owner=sys.argv[4],
@@ -134,7 +136,8 @@ def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docke
 
 
 def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging_image, cell, docker_client, tmp_path):
-    """The derived image carries our labels (context hash included) but is not our build."""
+    """The derived image carries our labels (release key included) but is not our build: the
+    build of the key is the image its `build-<key>` tag names (the release's, or a --force rebuild's)."""
     from flagrelease.settings import Settings
     from flagrelease.steps import base_image, build, render
 
@@ -142,9 +145,24 @@ def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging
     settings = Settings()
     ctx = render.render_context(cell, matrix, settings.build, tmp_path / "ctx")
     base = base_image.ensure_base(docker_client, cell.chip, cell.chip_id, ctx.base_image, tmp_path, lambda _: None)
+    stack_repository = "flagrelease/" + ctx.stack.repository_name
+    stack = build.ensure_stack(
+        docker_client, cell, ctx, base, settings.build, repository=stack_repository, registry=None, on_line=print
+    )
+    assert stack.origin == "local" and stack.key == released["stack"]["key"]
     repository = released["image"].rsplit(":", 1)[0]
     image = build.build_image(
-        docker_client, cell, ctx, base, settings.build, repository=repository, tag="reuse-test", on_line=lambda _: None
+        docker_client,
+        cell,
+        ctx,
+        stack,
+        settings.build,
+        repository=repository,
+        tag="reuse-test",
+        release_key=released["release_key"],
+        on_line=lambda _: None,
     )
-    assert image.reused and image.image_id == released["image_id"] != hanging_image
+    ours = docker_engine.image_id(docker_client, f"{repository}:{build.build_tag(released['release_key'])}")
+    assert image.reused and image.image_id == ours != hanging_image
+    assert docker_client.images.get(hanging_image).labels[KEY_LABEL] == released["release_key"]
     docker_client.images.remove(f"{repository}:reuse-test")

@@ -4,8 +4,8 @@ locally made stand-in of the CANN base carrying the real base's name.
 The stand-in is Debian bookworm with Python 3.11, so pins are relaxed for it: the
 platform (this host's amd64 instead of the A3's arm64), python (3.11 instead of
 3.11.11), and FlagGems from PyPI (4.2.0: the row's v2.2 comes from GitHub, which
-this machine cannot reach). The `release` stage needs the CANN toolkit and is not
-built here.
+this machine cannot reach). The chip stack's last stage needs the CANN toolkit and is
+not built here.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_ascend_flagos_stage_builds_on_a_standin_base(docker_client, tmp_path):
 
     image = docker_engine.build(
         settings.build.docker_cli,
-        ctx.path,
+        ctx.stack.path,
         tags=["flagrelease-test/ascend-flagos:standin"],
         labels={},
         secrets={"ca_bundle": settings.build.ca_bundle},

@@ -56,6 +56,7 @@ def run_dir(tmp: Path, change: Callable[[dict], object] | None = None, per_quest
     for side in ("native", "flaggems"):
         line = json.dumps({"id": "q1", "expected": "A", "answer": "A", "correct": True, "attempts": 1})
         (target / f"accuracy-{side}-arith-mc.jsonl").write_text(per_question or (line + "\n"))
+        (target / f"perf-{side}.json").write_text("[]")  # no perf windows: the gate judges accuracy
     return target
 
 
@@ -209,7 +210,7 @@ CASES = [
     ),
     Case(
         "gate margin as a percentage",
-        m(setitem("models.tiny-llama.bench.gate.max_drop", 5)),
+        m(setitem("models.tiny-llama.bench.gate", {"max_drop": 5})),
         ["models.tiny-llama.bench.gate.max_drop", "looks like a percentage"],
     ),
     # --- command-line options ----------------------------------------------------------------------
@@ -362,17 +363,17 @@ def test_render_replaces_a_previous_render_and_force_replaces_anything(tmp_path)
     env = {"FLAGRELEASE_HOME": str(tmp_path / "h")}
     first = CliRunner().invoke(app, ["render", "-m", "tiny-llama", "-c", "cpu", "--out", str(target)], env=env)
     assert first.exit_code == 0, first.stderr
-    (target / "Dockerfile").write_text("stale\n")
+    (target / "model" / "Dockerfile").write_text("stale\n")
     again = CliRunner().invoke(app, ["render", "-m", "tiny-llama", "-c", "cpu", "--out", str(target)], env=env)
     assert again.exit_code == 0, again.stderr
-    assert (target / "Dockerfile").read_text() != "stale\n"
+    assert (target / "model" / "Dockerfile").read_text() != "stale\n"
     shutil.rmtree(target)
     full_dir(tmp_path)
     forced = CliRunner().invoke(
         app, ["render", "-m", "tiny-llama", "-c", "cpu", "--out", str(tmp_path / "work"), "--force"], env=env
     )
     assert forced.exit_code == 0, forced.stderr
-    assert not (tmp_path / "work" / "notes.txt").exists() and (tmp_path / "work" / "Dockerfile").is_file()
+    assert not (tmp_path / "work" / "notes.txt").exists() and (tmp_path / "work" / "model" / "Dockerfile").is_file()
 
 
 def test_the_reliability_table_lists_every_case():

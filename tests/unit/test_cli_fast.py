@@ -54,9 +54,11 @@ def test_render_writes_a_build_context(tmp_path):
     out = tmp_path / "ctx"
     proc = run_cli("render", "--model", "qwen3-4b", "--chip", "ascend-a3", "--out", str(out), home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    parser = DockerfileParser(path=str(out / "Dockerfile"))
+    parser = DockerfileParser(path=str(out / "stack/Dockerfile"))
     assert parser.parent_images[0] == "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"
-    [entry] = yaml.safe_load((out / "serve/conf/serve/qwen3-4b.yaml").read_text())
+    model = DockerfileParser(path=str(out / "model/Dockerfile")).structure
+    assert [i["value"] for i in model if i["instruction"] == "FROM"] == ["${STACK_IMAGE}"]
+    [entry] = yaml.safe_load((out / "model/serve/conf/serve/qwen3-4b.yaml").read_text())
     assert entry["engine"] == "vllm" and entry["engine_args"]["port"] == 9010
     assert entry["engine_args_specific"]["vllm"]["block_size"] == 128
 

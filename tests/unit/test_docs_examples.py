@@ -30,6 +30,6 @@ def test_docs_examples_add_a_chip_and_a_model(tmp_path):
     [cell] = select(matrix, chip="ascend-a2-cann83", model="qwen3-14b")
     assert check_cell(cell, matrix.compatibility) == []
     assert "pcp_cann8.3rc2" in repository_name(cell) and "model_qwen3-14b" in repository_name(cell)
-    text, _, _ = render_dockerfile(cell, matrix, BuildSettings(ca_bundle=None))
+    text, _, _ = render_dockerfile(cell, matrix, BuildSettings(ca_bundle=None), "stack")
     assert "FROM quay.io/ascend/cann:8.3.rc2-910b-ubuntu22.04-py3.11 AS system" in text
     assert "ARG SOC_VERSION=ascend910b1" in text

@@ -1,4 +1,5 @@
 import math
+import statistics
 
 import pytest
 from pydantic import ValidationError
@@ -154,36 +155,73 @@ def test_per_question_count_must_match_n():
         BenchScore(score=0.5, n=10, per_question=questions(9, range(5)))
 
 
-def level(out, total, c=4):
+def level(*pairs: float, c: int = 4, total: float | None = None) -> PerfRatio:
+    """A level measured in pairs of windows with these candidate / reference ratios."""
+    mean = math.exp(statistics.fmean(math.log(r) for r in pairs))
     return PerfRatio(
-        max_concurrency=c, input_len=128, output_len=32, output_throughput=out, total_token_throughput=total
+        max_concurrency=c,
+        input_len=128,
+        output_len=32,
+        output_throughput=mean,
+        total_token_throughput=total or mean,
+        pair_ratios=list(pairs),
     )
 
 
+# Five pairs each; the interval is exp(mean ± t(0.975, 4) · sd / sqrt(5)) on the log ratios.
 @pytest.mark.parametrize(
-    "out,total,verdict",
+    "pairs,verdict",
     [
-        (0.95, 0.97, "PASS"),
-        (0.80, 0.80, "PASS"),
-        (0.79, 0.90, "FAIL"),
-        (0.90, 0.79, "FAIL"),
+        ((1.02, 0.97, 1.01, 0.99, 1.03), "PASS"),  # identical stacks, a quiet host: [0.97, 1.04]
+        ((1.10, 0.92, 1.05, 0.88, 1.00), "PASS"),  # identical stacks, a noisy one: [0.88, 1.08]
+        ((0.52, 0.49, 0.55, 0.50, 0.51), "FAIL"),  # half the speed: [0.48, 0.55]
+        ((0.98, 0.72, 0.93, 0.70, 0.90), "INCONCLUSIVE"),  # [0.69, 1.00] straddles 0.8
     ],
 )
-def test_perf_level(out, total, verdict):
-    assert judge_perf(level(out, total), STATISTICAL).verdict == verdict
+def test_perf_level_is_judged_on_its_interval(pairs, verdict):
+    judged = judge_perf(level(*pairs), STATISTICAL)
+    assert judged.verdict == verdict, judged.reason
+    assert judged.ci_low <= level(*pairs).output_throughput <= judged.ci_high
+    if verdict == "INCONCLUSIVE":
+        assert "straddles 0.80" in judged.reason and "pairs would decide it" in judged.reason
+
+
+def test_the_interval_matches_students_t_by_hand():
+    # logs of (1.1, 0.9, 1.0): mean -0.00337, sd 0.10034; t(0.975, 2) = 4.3027
+    judged = judge_perf(level(1.1, 0.9, 1.0), STATISTICAL)
+    assert judged.ci_low == pytest.approx(math.exp(-0.00337 - 4.3027 * 0.10034 / math.sqrt(3)), rel=1e-3)
+    assert judged.ci_high == pytest.approx(math.exp(-0.00337 + 4.3027 * 0.10034 / math.sqrt(3)), rel=1e-3)
+
+
+def test_one_pair_cannot_pass_the_statistical_rule_but_can_the_classic_one():
+    assert judge_perf(level(0.95), STATISTICAL).verdict == "INCONCLUSIVE"
+    assert judge_perf(level(0.95), CLASSIC).verdict == "PASS"
+    assert judge_perf(level(0.75), CLASSIC).verdict == "FAIL"
+
+
+def test_classic_takes_the_worse_of_output_and_total():
+    assert judge_perf(level(0.95, 0.97, total=0.79), CLASSIC).verdict == "FAIL"
 
 
 def test_perf_threshold_is_a_policy():
-    assert judge_perf(level(0.85, 0.85), GatePolicy(perf_min_ratio=0.9)).verdict == "FAIL"
+    pairs = (0.86, 0.84, 0.85, 0.86, 0.84)
+    assert judge_perf(level(*pairs), GatePolicy(perf_min_ratio=0.9)).verdict == "FAIL"
+    assert judge_perf(level(*pairs), GatePolicy(perf_min_ratio=0.8)).verdict == "PASS"
 
 
 def test_one_slow_level_fails_the_release_under_both_rules():
-    perf = [level(0.95, 0.97, c=1), level(0.70, 0.90, c=4)]
+    perf = [level(0.95, 0.97, 0.96, c=1), level(0.60, 0.62, 0.61, c=4)]
     for policy in (CLASSIC, STATISTICAL):
         report = decide(card_scores(), perf, policy)
         assert [p.verdict for p in report.perf] == ["PASS", "FAIL"]
         assert (report.verdict, report.release) == ("FAIL", False)
         assert "perf c=4 128/32" in report.reason
+
+
+def test_an_undecided_level_blocks_the_release():
+    report = decide({}, [level(0.95, 0.70, 0.90, 0.65, 0.85)], STATISTICAL)
+    assert (report.verdict, report.release) == ("INCONCLUSIVE", False)
+    assert "perf c=4 128/32" in report.reason
 
 
 def test_fail_outranks_inconclusive():
@@ -204,14 +242,19 @@ def result(concurrency, duration_s):
     return summarize([trace], duration_s, settings)
 
 
-def test_perf_ratios_match_levels():
-    ratios = perf_ratios([result(4, 1.0), result(1, 1.0)], [result(1, 0.5), result(4, 1.25)])
-    assert [(r.max_concurrency, r.output_throughput, r.total_token_throughput) for r in ratios] == [
-        (1, pytest.approx(2.0), pytest.approx(2.0)),
-        (4, pytest.approx(0.8), pytest.approx(0.8)),
+def test_perf_ratios_pair_the_windows_level_by_level():
+    reference = [[result(4, 1.0), result(1, 1.0)], [result(4, 1.0), result(1, 2.0)]]
+    candidate = [[result(1, 0.5), result(4, 1.25)], [result(1, 1.0), result(4, 1.0)]]
+    ratios = perf_ratios(reference, candidate)
+    assert [(r.max_concurrency, r.pair_ratios) for r in ratios] == [
+        (1, [pytest.approx(2.0), pytest.approx(2.0)]),
+        (4, [pytest.approx(0.8), pytest.approx(1.0)]),
     ]
+    assert ratios[1].output_throughput == pytest.approx(math.sqrt(0.8))  # geometric mean
 
 
-def test_perf_ratios_refuse_missing_levels():
+def test_perf_ratios_refuse_missing_levels_and_unpaired_windows():
     with pytest.raises(ValueError, match="levels differ"):
-        perf_ratios([result(1, 1.0), result(4, 1.0)], [result(1, 1.0)])
+        perf_ratios([[result(1, 1.0), result(4, 1.0)]], [[result(1, 1.0)]])
+    with pytest.raises(ValueError, match="pairs differ"):
+        perf_ratios([[result(1, 1.0)], [result(1, 1.0)]], [[result(1, 1.0)]])

@@ -6,9 +6,10 @@ import os
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from flagrelease.cell_facts import pins, serve_config
+from flagrelease.cell_facts import pins, serve_config, served_name
 from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
+from flagrelease.schema import Cell
 from flagrelease.settings import BuildSettings
 from flagrelease.steps.render import render_context, render_dockerfile
 from tests.conftest import ROOT
@@ -24,43 +25,66 @@ def cpu_cell():
 
 MATRIX = load_matrix(ROOT / "matrix.yaml")
 ONE_CELL_PER_CHIP = [select(MATRIX, chip=chip)[0] for chip in MATRIX.chips]
+PARTS = ("stack", "model")
 
 
+def every_model_on(cell: Cell) -> list[Cell]:
+    """The cell's chip with every model of the matrix, declared on it or not."""
+    return [cell.model_copy(update={"model_id": m, "model": model}) for m, model in MATRIX.models.items()]
+
+
+@pytest.mark.parametrize("part", PARTS)
 @pytest.mark.parametrize("cell", ONE_CELL_PER_CHIP, ids=lambda c: c.chip_id)
-def test_dockerfile_matches_golden(cell):
+def test_dockerfile_matches_golden(cell, part):
     """Regenerate with FLAGRELEASE_UPDATE_GOLDEN=1 after an intended template change, and review the diff."""
-    text, _, _ = render_dockerfile(cell, MATRIX, SETTINGS)
-    golden = GOLDEN / f"{cell.chip_id}--{cell.model_id}.Dockerfile"
+    text, _, _ = render_dockerfile(cell, MATRIX, SETTINGS, part)
+    golden = GOLDEN / f"{cell.chip_id}--{cell.model_id if part == 'model' else 'stack'}.Dockerfile"
     if os.environ.get("FLAGRELEASE_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
 
 
 @pytest.mark.parametrize("cell", ONE_CELL_PER_CHIP, ids=lambda c: c.chip_id)
-def test_rendered_dockerfile_is_structurally_sound(cell):
-    """Parsed by a real Dockerfile parser: FROM the pinned base, every pin as ARG and label."""
-    text, labels, base = render_dockerfile(cell, MATRIX, SETTINGS)
-    parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
-    froms = [i["value"] for i in parser.structure if i["instruction"] == "FROM"]
-    assert froms == [f"{cell.chip.base.image} AS system", "system AS flagos", "flagos AS release"]
+def test_the_chip_stack_holds_nothing_of_a_model(cell):
+    """Every model renders the same stack, byte for byte, and none of its values is in it:
+    so N models on a chip share one stack build and every stack layer."""
+    cells = every_model_on(cell)
+    stacks = {render_dockerfile(c, MATRIX, SETTINGS, "stack")[0] for c in cells}
+    assert len(stacks) == 1
+    [stack] = stacks
+    for other in cells:
+        for value in (other.model_id, served_name(other), other.weights_mount):
+            assert value not in stack
+
+
+@pytest.mark.parametrize("cell", ONE_CELL_PER_CHIP, ids=lambda c: c.chip_id)
+def test_rendered_dockerfiles_are_structurally_sound(cell):
+    """Parsed by a real Dockerfile parser: the stack FROM the pinned base, the model image a
+    thin layer FROM the stack (no RUN); every pin a label of one of them."""
+    stack_text, stack_labels, base = render_dockerfile(cell, MATRIX, SETTINGS, "stack")
+    model_text, model_labels, _ = render_dockerfile(cell, MATRIX, SETTINGS, "model")
+    stack = DockerfileParser(fileobj=io.BytesIO(stack_text.encode()))
+    model = DockerfileParser(fileobj=io.BytesIO(model_text.encode()))
+    froms = [i["value"] for i in stack.structure if i["instruction"] == "FROM"]
+    assert froms == [f"{cell.chip.base.image} AS system", "system AS flagos", "flagos AS stack"]
     assert base == cell.chip.base.image
-    assert parser.labels == labels
-    args = dict(
-        i["value"].split("=", 1)
-        for i in parser.structure
-        if i["instruction"] == "ARG" and i["value"].startswith("FLAGRELEASE_")
-    )
+    assert [i["value"] for i in model.structure if i["instruction"] == "FROM"] == ["${STACK_IMAGE}"]
+    instructions = {i["instruction"] for i in model.structure} - {"COMMENT"}
+    assert instructions == {"ARG", "FROM", "COPY", "ENV", "LABEL", "EXPOSE", "ENTRYPOINT"}
+    assert stack.labels == stack_labels and model.labels == model_labels
+    labels = stack_labels | model_labels  # what the model image carries: its own on top of the stack's
     for key, value in pins(cell).items():
-        assert args[f"FLAGRELEASE_{key.upper()}"] == value
         assert labels[f"org.flagos.{key.replace('_', '-')}"] == value
-    assert "{{" not in text and "{%" not in text and "{#" not in text
-    entrypoint = [i["value"] for i in parser.structure if i["instruction"] == "ENTRYPOINT"]
+    assert "org.flagos.model" not in stack_labels
+    for text in (stack_text, model_text):
+        assert "{{" not in text and "{%" not in text and "{#" not in text
+    entrypoint = [i["value"] for i in model.structure if i["instruction"] == "ENTRYPOINT"]
     assert len(entrypoint) == 1 and entrypoint[0].endswith('"/usr/local/bin/flagrelease-serve"]')
 
 
 def test_vendor_pins_reach_the_install_commands():
     ascend = select(MATRIX, chip="ascend-a3", model="qwen3-4b")[0]
-    text, _, _ = render_dockerfile(ascend, MATRIX, SETTINGS)
+    text, _, _ = render_dockerfile(ascend, MATRIX, SETTINGS, "stack")
     for needle in (
         "ARG SOC_VERSION=ascend910_9391",
         "torch==2.6.0 torch_npu==2.6.0rc1",
@@ -77,7 +101,7 @@ def test_vendor_pins_reach_the_install_commands():
 def test_apt_mirror_setting_is_rendered():
     matrix, cell = cpu_cell()
     text, _, _ = render_dockerfile(
-        cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://mirror.example/debian"})
+        cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://mirror.example/debian"}), "stack"
     )
     assert '"http://mirror.example/debian" > /etc/apt/sources.list' in text
 
@@ -106,25 +130,25 @@ def test_missing_template_value_is_an_error_not_an_empty_string(tmp_path):
     matrix = load_matrix(tmp_path / "matrix.yaml")
     cell = select(matrix, chip="cpu", model="tiny-llama")[0]
     with pytest.raises(ConfigError, match="flagsacle"):
-        render_dockerfile(cell, matrix, SETTINGS)
+        render_dockerfile(cell, matrix, SETTINGS, "stack")
 
 
 def test_context_hash_tracks_content(tmp_path):
     matrix, cell = cpu_cell()
     one = render_context(cell, matrix, SETTINGS, tmp_path / "a")
     two = render_context(cell, matrix, SETTINGS, tmp_path / "b")
-    assert one.context_hash == two.context_hash
-    assert set(one.files) == {
-        "Dockerfile",
-        "serve/conf/serve.yaml",
-        "serve/conf/serve/tiny-llama.yaml",
-        "flagrelease-serve.py",
-        "flagscale-serve-deps.txt",
-    }
+    assert one.stack.context_hash == two.stack.context_hash and one.model.context_hash == two.model.context_hash
+    assert set(one.stack.files) == {"Dockerfile", "flagrelease-serve.py", "flagscale-serve-deps.txt"}
+    assert set(one.model.files) == {"Dockerfile", "serve/conf/serve.yaml", "serve/conf/serve/tiny-llama.yaml"}
     mirrored = render_context(
         cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://m/debian"}), tmp_path / "c"
     )
-    assert mirrored.context_hash != one.context_hash
+    assert mirrored.stack.context_hash != one.stack.context_hash
+    assert mirrored.model.context_hash == one.model.context_hash
+    other = cell.model_copy(update={"model_id": "tiny-llama-b"})
+    second = render_context(other, matrix, SETTINGS, tmp_path / "d")
+    assert second.stack.context_hash == one.stack.context_hash
+    assert second.model.context_hash != one.model.context_hash
 
 
 def test_a_render_is_marked_and_the_mark_is_not_part_of_the_context(tmp_path):
@@ -132,10 +156,12 @@ def test_a_render_is_marked_and_the_mark_is_not_part_of_the_context(tmp_path):
 
     matrix, cell = cpu_cell()
     ctx = render_context(cell, matrix, SETTINGS, tmp_path / "a")
-    assert (ctx.path / MARKER).is_file() and MARKER not in ctx.files
-    assert context_hash(ctx.path, ctx.files) == ctx.context_hash
-    (ctx.path / MARKER).write_text("changed\n")
-    assert render_context(cell, matrix, SETTINGS, tmp_path / "a").context_hash == ctx.context_hash
+    assert (tmp_path / "a" / MARKER).is_file()
+    for part in (ctx.stack, ctx.model):
+        assert MARKER not in part.files and context_hash(part.path, part.files) == part.context_hash
+    (tmp_path / "a" / MARKER).write_text("changed\n")
+    again = render_context(cell, matrix, SETTINGS, tmp_path / "a")
+    assert (again.stack.context_hash, again.model.context_hash) == (ctx.stack.context_hash, ctx.model.context_hash)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"], "no staging directory left behind"
 
 
@@ -153,4 +179,4 @@ def test_a_render_refuses_what_is_not_its_own_and_leaves_it_alone(tmp_path):
     assert [p.name for p in theirs.iterdir()] == ["thesis.tex"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert render_context(cell, matrix, SETTINGS, empty).path == empty
+    assert render_context(cell, matrix, SETTINGS, empty).model.path == empty / "model"
