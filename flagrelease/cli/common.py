@@ -43,9 +43,10 @@ def planning() -> Iterator[None]:
             gc.enable()
 
 
-def print_error(err: FlagReleaseError) -> None:
+def print_error(err: FlagReleaseError | str) -> None:
     """The error block on stderr, printed as it is (no markup, no highlighting)."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", err.render()), highlight=False, soft_wrap=True)
+    text = err if isinstance(err, str) else err.render()
+    err_console.print(Text.assemble(("error:", "bold red"), " ", text), highlight=False, soft_wrap=True)
 
 
 def fail(err: FlagReleaseError, as_json: bool) -> None:

@@ -18,11 +18,11 @@ from flagrelease.cli.common import (
     JsonOpt,
     MatrixOpt,
     ModelOpt,
-    err_console,
     fail,
     out,
     planning,
     positive,
+    print_error,
     print_gate,
 )
 from flagrelease.cli.matrix import show_plan
@@ -148,9 +148,7 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
         _print_table(outcomes)
     for o in outcomes:
         if o.error:
-            err_console.print(
-                Text.assemble(("error:", "bold red"), f" {o.cell}: {o.error}"), highlight=False, soft_wrap=True
-            )
+            print_error(f"{o.cell}: {o.error}")
     if code := fanout.exit_code(outcomes):
         raise typer.Exit(code)
 
