@@ -34,6 +34,8 @@ GitSource = Annotated[str, StringConstraints(pattern=r"^git\+https://[A-Za-z0-9.
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$")]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
+# An absolute path that may hold shell glob characters; it is expanded by `sh` inside an image.
+PathGlob = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+*?\[\]-]*$")]
 
 
 # Prefect accepts most characters in a work pool name; these also stay valid in a deployment
@@ -433,8 +435,35 @@ class MatrixAxes(Strict):
     exclude: list[ExcludeEntry] = []
 
 
+class VersionFile(Strict):
+    """A vendor SDK file inside an image that states the SDK's version (read for the SBOM)."""
+
+    path: AbsPath
+    component: Ident  # the SBOM component it becomes, e.g. cann-toolkit
+    format: Literal["key=value", "json"] = "key=value"
+    # The line's key (key=value), or a dotted path into the JSON document ("cuda.version").
+    key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "version"
+
+
+class SbomSources(Strict):
+    """Where the SBOM looks inside an image: Python interpreters (each one's environment is
+    listed), and vendor SDK version files. The dpkg and rpm databases are always read."""
+
+    interpreters: list[PathGlob] = [
+        "/usr/bin/python3",
+        "/usr/bin/python3.[0-9]",
+        "/usr/bin/python3.[0-9][0-9]",
+        "/usr/local/bin/python3",
+        "/usr/local/python3*/bin/python3",
+        "/opt/*/bin/python3",
+        "/opt/conda/envs/*/bin/python3",
+    ]
+    version_files: list[VersionFile] = []
+
+
 class ReleaseDefaults(Strict):
     namespace: Ident = "flagrelease"
+    sbom: SbomSources = SbomSources()
     # Moving tags, set only after the gate passed and the release tag is verified;
     # `{pin}` expands from the cell's pins ("{flaggems}-{flagscale}" -> 2.2-0.8.0).
     aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]
