@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 # What a FlagRelease release-cell run is, as SLSA's buildType (a URI naming the build's schema).
 BUILD_TYPE = "urn:flagrelease:build-type:release-cell:v1"
 
@@ -62,9 +60,9 @@ class SlsaProvenance(_Model):
 
 
 class Statement(_Model):
-    type_: Literal["https://in-toto.io/Statement/v1"] = Field(default=STATEMENT_TYPE, alias="_type")
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(default="https://in-toto.io/Statement/v1", alias="_type")
     subject: list[ResourceDescriptor]
-    predicateType: Literal["https://slsa.dev/provenance/v1"] = SLSA_PROVENANCE
+    predicateType: Literal["https://slsa.dev/provenance/v1"] = "https://slsa.dev/provenance/v1"
     predicate: SlsaProvenance
 
     def to_json(self) -> str:

@@ -297,3 +297,15 @@ def packages_from_cyclonedx(document: dict) -> list[Package]:
             )
         )
     return found
+
+
+class Attestation(BaseModel):
+    """An SBOM or provenance document of a release: its file beside release.json and, once
+    attached, the OCI artifact in the registry whose subject is the released image."""
+
+    kind: Literal["sbom", "provenance"]
+    file: str
+    media_type: str
+    sha256: str  # of the document's bytes
+    manifest_digest: str | None = None  # the artifact's manifest, once attached
+    listed_by: Literal["api", "tag"] | None = None  # the registry's referrers API, or the sha256-<hex> index
