@@ -30,8 +30,8 @@ from flagrelease.results import (
     ReportResult,
     SideResult,
     SmokeResult,
-    StagedImage,
     StackImage,
+    StagedImage,
 )
 
 RECORD_FILE = "release.json"

@@ -220,9 +220,7 @@ def push_task(
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
-def stage_task(
-    image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str], key: str
-) -> StagedImage:
+def stage_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str], key: str) -> StagedImage:
     item = publish.PublishItem(
         image_id=image.image_id, repository=repository, tag=tag, aliases=aliases, key_tag=naming.key_tag(key)
     )

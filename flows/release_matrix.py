@@ -201,8 +201,10 @@ def _publish_set(members: list[CellOutcome], matrix: MatrixFile, settings: Setti
     try:
         results = publish.promote_set(staged, registry, on_line=on_line)
     except FlagReleaseError as err:
-        return [m if m.status == "unchanged" else m.model_copy(update={"exit_code": err.exit_code, "error": err.render()})
-                for m in members]
+        return [
+            m if m.status == "unchanged" else m.model_copy(update={"exit_code": err.exit_code, "error": err.render()})
+            for m in members
+        ]
     promoted = [m for m in members if m.status == "unchanged"]
     for member, result in zip(pending, results, strict=True):
         assert member.record is not None
