@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from flagrelease.errors import ConfigError
+from flagrelease.name_clash import check_unique_names
 from flagrelease.schema import Cell, MatrixAxes, MatrixFile
 
 AXES = ("chip", "model")
@@ -57,6 +58,7 @@ def load_matrix(path: Path) -> MatrixFile:
         ) from None
     matrix.source = path.resolve()
     _check_axes(matrix, path)
+    check_unique_names(expand(matrix), path)
     return matrix
 
 

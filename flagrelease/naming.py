@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from flagrelease.cell_facts import pins
 from flagrelease.errors import ConfigError
-from flagrelease.schema import NONE, Cell
+from flagrelease.schema import NONE, Cell, SpelledPin
 
 # distribution/reference: path components, tags, and the 255-character name limit.
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -20,49 +21,79 @@ NAME_MAX = 255
 
 
 def tag_version(version: str) -> str:
-    """A pin as it appears in a tag: lowercase, `+`->`.`, and the dot before `rc`
-    dropped as PEP 440 normalises it (CANN 8.2.rc1.alpha002 -> 8.2rc1.alpha002)."""
-    v = version.lower().replace("+", ".")
-    v = re.sub(r"[.\-_](rc\d)", r"\1", v)
-    return v
+    """A pin as it appears in a tag by default (`{value|compact_rc}`): lowercase, `+`->`.`, and
+    the dot before `rc` dropped as PEP 440 normalises it (CANN 8.2.rc1.alpha002 -> 8.2rc1.alpha002)."""
+    return _compact_rc(_as_written(version))
+
+
+def _as_written(version: str) -> str:
+    """`{value}`: the pin as written, made valid in a name (lowercase, `+`->`.`)."""
+    return version.lower().replace("+", ".")
+
+
+def _compact_rc(version: str) -> str:
+    return re.sub(r"[.\-_](rc\d)", r"\1", version)
+
+
+DEFAULT_SPELLING = "{value|compact_rc}"
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)(\|compact_rc)?\}")
+
+
+def spelled(cell: Cell, pin: SpelledPin) -> str:
+    """How a pin appears in the cell's image name: the chip's declared spelling of it
+    (`chips.<id>.spelling.<pin>`), else today's rule, `{value|compact_rc}`."""
+    values = pins(cell)
+
+    def fill(match: re.Match[str]) -> str:
+        name, compact = match.groups()
+        written = _as_written(values[pin if name == "value" else name])
+        return _compact_rc(written) if compact else written
+
+    return _PLACEHOLDER.sub(fill, cell.chip.spelling.get(pin, DEFAULT_SPELLING))
 
 
 def _torch_field(cell: Cell) -> str:
-    stack = cell.chip.stack
-    if stack.torch_npu != NONE:
-        return "npu" + tag_version(stack.torch_npu)
-    return tag_version(stack.torch)
+    if cell.chip.stack.torch_npu != NONE:
+        return "npu" + spelled(cell, "torch_npu")
+    return spelled(cell, "torch")
 
 
 def _pcp_field(cell: Cell) -> str:
     sdk = cell.chip.sdk
-    return NONE if sdk.name == NONE else sdk.name + tag_version(sdk.version)
+    return NONE if sdk.name == NONE else sdk.name + spelled(cell, "sdk_version")
 
 
 def repository_name(cell: Cell) -> str:
     """The image name FlagRelease gives this cell (without registry and tag)."""
-    return _image_name(cell, "release", [("model", cell.model_id), *_stack_fields(cell)])
+    return _image_name(cell, "release", name_fields(cell))
 
 
 def stack_repository_name(cell: Cell) -> str:
     """The name of the cell's chip-stack image: the release name without the model."""
-    return _image_name(cell, "stack", _stack_fields(cell))
+    return _image_name(cell, "stack", name_fields(cell, model=False))
 
 
-def _stack_fields(cell: Cell) -> list[tuple[str, str]]:
-    stack = cell.chip.stack
-    return [
-        ("tree", tag_version(stack.flagtree)),
-        ("gems", tag_version(stack.flaggems)),
-        ("scale", tag_version(stack.flagscale)),
-        ("cx", tag_version(stack.flagcx)),
-        ("python", tag_version(stack.python)),
+def set_key(cell: Cell) -> str:
+    """Cells that differ only in arch form one multi-arch set, published all or nothing: the
+    release name without its `arc_` field."""
+    return _image_name(cell, "release", [(k, v) for k, v in name_fields(cell) if k != "arc"])
+
+
+def name_fields(cell: Cell, *, model: bool = True) -> list[tuple[str, str]]:
+    """The `<field>_<value>` parts of the cell's image name, in order (the stack's: no model)."""
+    stack = [
+        ("tree", spelled(cell, "flagtree")),
+        ("gems", spelled(cell, "flaggems")),
+        ("scale", spelled(cell, "flagscale")),
+        ("cx", spelled(cell, "flagcx")),
+        ("python", spelled(cell, "python")),
         ("torch", _torch_field(cell)),
         ("pcp", _pcp_field(cell)),
-        ("gpu", cell.chip.chip_code),
+        ("gpu", spelled(cell, "chip_code")),
         ("arc", cell.chip.arch),
-        ("driver", tag_version(cell.chip.driver)),
+        ("driver", spelled(cell, "driver")),
     ]
+    return [("model", cell.model_id), *stack] if model else stack
 
 
 def _image_name(cell: Cell, kind: str, fields: list[tuple[str, str]]) -> str:
@@ -75,11 +106,6 @@ def _image_name(cell: Cell, kind: str, fields: list[tuple[str, str]]) -> str:
             fix="pins may hold only letters, digits, '.', '_' and '-'",
         )
     return name
-
-
-def set_key(cell: Cell) -> str:
-    """Cells that differ only in arch form one multi-arch set, published all or nothing."""
-    return re.sub(r"-arc_[a-z0-9]+", "", repository_name(cell))
 
 
 def key_tag(key: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -107,6 +107,17 @@ class Stack(Strict):
     packages: dict[Ident, PackageVersion] = Field(default_factory=dict, description="extra pinned apt/pip packages")
 
 
+# Pins that appear in the image name, and may declare how they are spelled there (naming.py).
+SpelledPin = Literal[
+    "chip_code", "sdk_version", "driver", "python", "torch", "torch_npu", "flaggems", "flagscale", "flagtree", "flagcx"
+]
+NAME_PINS: tuple[str, ...] = get_args(SpelledPin)
+_SPELL_PLACEHOLDER = r"\{(?:value|" + "|".join(NAME_PINS) + r")(?:\|compact_rc)?\}"
+# Literal text (lowercase letters, digits, `.`, `_`) and `{value}` / `{<pin>}` placeholders,
+# optionally `|compact_rc`; never a `-`, which separates the name's fields.
+Spelling = Annotated[str, StringConstraints(pattern=rf"^(?:[a-z0-9._]|{_SPELL_PLACEHOLDER}){{1,64}}$")]
+
+
 class Chip(Strict):
     vendor: Ident
     chip_code: Annotated[str, StringConstraints(pattern=r"^[a-z]+[0-9]{3}$")]
@@ -124,6 +135,11 @@ class Chip(Strict):
     # The Prefect work pool whose workers run on hosts with this chip; chips on the same
     # hosts may share one. None: `flagrelease-<chip id>`.
     pool: PoolName | None = None
+    # How pins are spelled in the image name, pin -> template: `{value}` is the pin as written
+    # (lowercase, `+` -> `.`), `{value|compact_rc}` drops the separator before `rc<N>` (the
+    # default), `{<pin>}` is another pin. E.g. {chip_code: "{value}.a2"} tells an A2 image
+    # from the A3 one that FlagRelease also names `ascend001`.
+    spelling: dict[SpelledPin, Spelling] = {}
     description: str = ""
 
     @property

@@ -3,13 +3,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import yaml
 
 from flagrelease.errors import ConfigError
-from flagrelease.matrix import load_matrix, select
+from flagrelease.matrix import expand, load_matrix, select
 from flagrelease.naming import (
     check_tag,
     full_repository,
     repository_name,
+    stack_repository_name,
     tag_version,
     timestamp_tag,
 )
@@ -85,3 +87,88 @@ def test_oci_limits():
     with pytest.raises(ConfigError):
         check_tag("a" * 129)
     assert check_tag("2512101714") == "2512101714"
+
+
+def project_matrix() -> dict:
+    return yaml.safe_load((ROOT / "matrix.yaml").read_text())
+
+
+def load(tmp_path, data: dict):
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    return load_matrix(tmp_path / "matrix.yaml")
+
+
+def test_the_shipped_matrix_gives_every_cell_its_own_name_and_the_reference_cell_its_card_name():
+    cells = expand(load_matrix(ROOT / "matrix.yaml"))
+    names = [repository_name(c) for c in cells]
+    assert len(set(names)) == len(names) == 16
+    stacks = {stack_repository_name(c): c.chip_id for c in cells}
+    assert sorted(stacks.values()) == sorted({c.chip_id for c in cells})
+    a3 = next(c for c in cells if c.label == "qwen3-4b x ascend-a3")
+    assert repository_name(a3) == REFERENCE_IMAGE
+    a2 = next(c for c in cells if c.label == "qwen3-4b x ascend-a2")
+    assert repository_name(a2) == REFERENCE_IMAGE.replace("-gpu_ascend001-", "-gpu_ascend001.a2-")
+
+
+def test_two_cells_with_one_name_are_refused_naming_both_the_fields_and_the_fix(tmp_path):
+    data = project_matrix()
+    del data["chips"]["ascend-a2"]["spelling"]
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, data)
+    err = refused.value
+    assert err.exit_code == 2
+    assert "cells qwen3-4b x ascend-a2 and qwen3-4b x ascend-a3 would get the same image name" in err.problem
+    assert REFERENCE_IMAGE in err.problem
+    assert "(model, tree, gems, scale, cx, python, torch, pcp, gpu, arc, driver) are equal" in err.problem
+    # What tells the chips apart, and is not in the name.
+    assert "they differ in base.image, description, soc_version" in err.problem
+    assert err.where.endswith("matrix.yaml: chips.ascend-a2 / chips.ascend-a3")
+    assert 'chips.ascend-a3.spelling: {chip_code: "{value}.<variant>"}' in (err.fix or "")
+
+
+def test_two_chips_with_one_stack_name_are_refused_even_without_a_common_model(tmp_path):
+    data = project_matrix()
+    data["chips"]["cpu-copy"] = {"extends": "cpu", "description": "the same hosts, another row"}
+    data["matrix"]["include"].append({"chip": "cpu-copy", "model": "qwen3-0.6b"})
+    with pytest.raises(ConfigError, match="chips cpu and cpu-copy would get the same chip-stack image name") as err:
+        load(tmp_path, data)
+    assert "they differ in description" in err.value.problem
+    data["chips"]["cpu-copy"]["spelling"] = {"chip_code": "cpu001.copy"}
+    cells = expand(load(tmp_path, data))
+    copy = next(c for c in cells if c.chip_id == "cpu-copy")
+    assert "-gpu_cpu001.copy-" in stack_repository_name(copy)
+
+
+def test_an_override_that_makes_a_name_collide_is_refused_at_load(tmp_path):
+    data = project_matrix()
+    data["chips"]["cpu-arm"] = {"extends": "cpu", "arch": "arm64"}
+    # The arm64 row, overridden back to amd64 for this cell: the cpu cell's name exactly.
+    data["matrix"]["include"].append(
+        {"chip": "cpu-arm", "model": "tiny-llama", "overrides": {"chip": {"arch": "amd64"}}}
+    )
+    with pytest.raises(ConfigError, match="tiny-llama x cpu and tiny-llama x cpu-arm would get the same image name"):
+        load(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "pin,spelling,field",
+    [
+        ("sdk_version", "{value}", "pcp_cann8.2.rc1.alpha002"),  # published names that keep the dot
+        ("sdk_version", "{value|compact_rc}", "pcp_cann8.2rc1.alpha002"),  # the default, stated
+        ("torch_npu", "{value}_{python}", "torch_npu2.6.0rc1_3.11.11"),
+        ("chip_code", "ascend001.a3", "gpu_ascend001.a3"),
+        ("driver", "{value}.{sdk_version|compact_rc}", "driver_25.2.0.8.2rc1.alpha002"),
+    ],
+)
+def test_a_pin_is_spelled_as_its_chip_declares(pin, spelling, field):
+    cell = reference_cell()
+    chip = cell.chip.model_copy(update={"spelling": {pin: spelling}})
+    assert f"-{field}-" in repository_name(cell.model_copy(update={"chip": chip})) + "-"
+
+
+@pytest.mark.parametrize("spelling", ["{value}-a2", "{model}", "{value|upper}", "A2", ""])
+def test_a_spelling_that_could_break_the_name_is_refused(tmp_path, spelling):
+    data = project_matrix()
+    data["chips"]["ascend-a2"]["spelling"] = {"chip_code": spelling}
+    with pytest.raises(ConfigError, match="chips.ascend-a2.spelling.chip_code"):
+        load(tmp_path, data)
