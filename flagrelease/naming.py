@@ -2,6 +2,9 @@
 
 flagrelease-<vendor>-release-model_<m>-tree_<t>-gems_<g>-scale_<s>-cx_<c>-python_<py>
 -torch_<torch|npu+torch_npu>-pcp_<sdk+ver>-gpu_<chipcode>-arc_<arch>-driver_<drv>:<YYMMDDHHMM>
+
+How each pin is spelled is data (`chips.<id>.spelling`), and so is the timestamp format of
+the release tag (`release.timestamp`: YYMMDDHHMM, as the reference card, or YYYYMMDDHHMM).
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from datetime import UTC, datetime
 
 from flagrelease.cell_facts import pins
 from flagrelease.errors import ConfigError
-from flagrelease.schema import NONE, Cell, SpelledPin
+from flagrelease.schema import NONE, Cell, SpelledPin, TimestampFormat
 
 # distribution/reference: path components, tags, and the 255-character name limit.
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_RELEASE_TAG = re.compile(r"^\d{10}$")
+# The release tag formats published FlagRelease names use; a tag's length tells which it is.
+TIMESTAMP_FORMATS: dict[TimestampFormat, str] = {"YYMMDDHHMM": "%y%m%d%H%M", "YYYYMMDDHHMM": "%Y%m%d%H%M"}
 NAME_MAX = 255
 
 
@@ -114,12 +118,32 @@ def key_tag(key: str) -> str:
 
 
 def is_release_tag(tag: str) -> bool:
-    return bool(_RELEASE_TAG.match(tag))
+    """A timestamp release tag, in either format FlagRelease has published (10 or 12 digits)."""
+    return release_time(tag) is not None
 
 
-def timestamp_tag(now: datetime | None = None) -> str:
-    """FlagRelease's release tag: UTC time as YYMMDDHHMM."""
-    return (now or datetime.now(UTC)).strftime("%y%m%d%H%M")
+def release_time(tag: str) -> datetime | None:
+    """When a release tag was made (UTC), or None for any other tag. Sort release tags by
+    this: `2512101714` (YYMMDDHHMM) and `202601050930` (YYYYMMDDHHMM) do not sort as text."""
+    for name, strftime in TIMESTAMP_FORMATS.items():
+        if len(tag) == len(name) and tag.isdigit():
+            try:
+                return datetime.strptime(tag, strftime).replace(tzinfo=UTC)
+            except ValueError:
+                return None
+    return None
+
+
+def newest_release_tags(tags: list[str]) -> list[str]:
+    """The release tags among `tags`, newest first, whichever timestamp format each has."""
+    dated = [(when, tag) for tag in tags if (when := release_time(tag)) is not None]
+    return [tag for _, tag in sorted(dated, reverse=True)]
+
+
+def timestamp_tag(now: datetime | None = None, timestamp: TimestampFormat = "YYMMDDHHMM") -> str:
+    """FlagRelease's release tag: UTC time as `release.timestamp` says (the reference card's
+    YYMMDDHHMM by default; FlagRelease's current tooling writes YYYYMMDDHHMM)."""
+    return (now or datetime.now(UTC)).strftime(TIMESTAMP_FORMATS[timestamp])
 
 
 def full_repository(registry: str | None, namespace: str, name: str) -> str:

@@ -352,8 +352,14 @@ class MatrixAxes(Strict):
     exclude: list[dict[str, Any]] = []
 
 
+TimestampFormat = Literal["YYMMDDHHMM", "YYYYMMDDHHMM"]
+
+
 class ReleaseDefaults(Strict):
     namespace: Ident = "flagrelease"
+    # The release tag: UTC time, 10 digits as in the reference card (2512101714) or 12 as
+    # FlagRelease's current tooling writes them (202512101714). Both are read as release tags.
+    timestamp: TimestampFormat = "YYMMDDHHMM"
     # Moving tags, set only after the gate passed and the release tag is verified;
     # `{pin}` expands from the cell's pins ("{flaggems}-{flagscale}" -> 2.2-0.8.0).
     aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]

@@ -287,7 +287,7 @@ def release_cell(
     matrix_file = load_matrix(matrix_path)
     cell = one_cell(matrix_file, model, chip)
     run_id = run_id or new_run_id()
-    tag = naming.timestamp_tag()
+    tag = naming.timestamp_tag(timestamp=matrix_file.release.timestamp)
     record = ReleaseRecord(
         run_id=run_id, started=datetime.now(UTC), cell=cell.slug, model=cell.model_id, chip=cell.chip_id
     )

@@ -10,12 +10,18 @@ from flagrelease.matrix import expand, load_matrix, select
 from flagrelease.naming import (
     check_tag,
     full_repository,
+    is_release_tag,
+    newest_release_tags,
+    release_time,
     repository_name,
     stack_repository_name,
     tag_version,
     timestamp_tag,
 )
+from flagrelease.plan import cell_plan
 from flagrelease.schema import Cell, Chip
+from flagrelease.settings import BuildSettings
+from flagrelease.steps.publish import push_release
 from tests.conftest import ROOT
 
 REFERENCE_IMAGE = (
@@ -76,6 +82,52 @@ def test_tag_version(pin, tagged):
 
 def test_timestamp_tag_is_yymmddhhmm_utc():
     assert timestamp_tag(datetime(2025, 12, 10, 17, 14, 59, tzinfo=UTC)) == "2512101714"
+
+
+def test_timestamp_tag_in_the_twelve_digit_format():
+    when = datetime(2025, 12, 10, 17, 14, 59, tzinfo=UTC)
+    assert timestamp_tag(when, "YYYYMMDDHHMM") == "202512101714"
+
+
+@pytest.mark.parametrize(
+    "tag,when",
+    [
+        ("2512101714", datetime(2025, 12, 10, 17, 14, tzinfo=UTC)),  # the reference card's
+        ("202512101714", datetime(2025, 12, 10, 17, 14, tzinfo=UTC)),  # FlagRelease's current tooling
+        ("251210171", None),
+        ("25121017140", None),
+        ("2513101714", None),  # month 13
+        ("latest", None),
+        ("gems2.2-scale0.8.0", None),
+        ("key-" + "0" * 10, None),
+    ],
+)
+def test_release_tags_in_either_format_are_recognised(tag, when):
+    assert release_time(tag) == when
+    assert is_release_tag(tag) is (when is not None)
+
+
+def test_release_tags_of_both_formats_sort_by_time_not_by_text():
+    tags = ["latest", "2512101714", "202601050930", "2601050929", "202512101713", "key-abc"]
+    assert newest_release_tags(tags) == ["202601050930", "2601050929", "2512101714", "202512101713"]
+
+
+@pytest.mark.parametrize("alias", ["2512101714", "202512101714"])
+def test_an_alias_shaped_like_a_release_tag_of_either_format_is_refused_before_any_push(alias):
+    with pytest.raises(ConfigError, match="could overwrite a release or staging tag"):
+        push_release(None, "sha256:0", "127.0.0.1:1", "flagrelease/x", "2512101714", aliases=[alias])
+
+
+def test_the_timestamp_format_is_release_level_data(tmp_path):
+    data = project_matrix()
+    assert load(tmp_path, data).release.timestamp == "YYMMDDHHMM"  # as in the reference card
+    data["release"]["timestamp"] = "YYYYMMDDHHMM"
+    matrix = load(tmp_path, data)
+    [cell] = select(matrix, chip="cpu")
+    assert cell_plan(cell, matrix, BuildSettings(ca_bundle=None))["image"].endswith(":<YYYYMMDDHHMM>")
+    data["release"]["timestamp"] = "YYMMDDHHMMSS"
+    with pytest.raises(ConfigError, match="release.timestamp"):
+        load(tmp_path, data)
 
 
 def test_oci_limits():
