@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from flagrelease.errors import ConfigError
 from flagrelease.name_clash import check_unique_names
-from flagrelease.schema import Cell, MatrixAxes, MatrixFile
+from flagrelease.schema import Cell, MatrixAxes, MatrixFile, ReleasedReference
 
 AXES = ("chip", "model")
 
@@ -58,7 +58,9 @@ def load_matrix(path: Path) -> MatrixFile:
         ) from None
     matrix.source = path.resolve()
     _check_axes(matrix, path)
-    check_unique_names(expand(matrix), path)
+    cells = expand(matrix)
+    check_unique_names(cells, path)
+    _check_references(matrix, cells, path)
     return matrix
 
 
@@ -119,6 +121,22 @@ def _check_axes(matrix: MatrixFile, path: Path) -> None:
                         where=f"{path}: matrix.{kind}[{i}].{axis}",
                         fix=f"known {axis}s: {', '.join(sorted(known[axis]))}",
                     )
+
+
+def _check_references(matrix: MatrixFile, cells: list[Cell], path: Path) -> None:
+    """A released reference must be a cell of this matrix: only a cell gets released."""
+    known = {(c.model_id, c.chip_id) for c in cells}
+    for cell in cells:
+        reference = cell.model.bench.reference
+        if isinstance(reference, ReleasedReference) and (reference.model or cell.model_id, reference.chip) not in known:
+            model = reference.model or cell.model_id
+            raise ConfigError(
+                f"{cell.label} is gated against the released cell {model} x {reference.chip}, "
+                "which is not a cell of the matrix",
+                where=f"{path}: models.{cell.model_id}.bench.reference",
+                fix=f"add {model} x {reference.chip} to the matrix (matrix.chip/model or include), "
+                "or name a published baseline file",
+            )
 
 
 def combinations(axes: MatrixAxes) -> list[dict[str, Any]]:

@@ -240,6 +240,19 @@ class AccuracyPlan(Strict):
     kind: Literal["multiple_choice", "exact_match"]
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     max_tokens: Annotated[int, Field(ge=1)] = 8
+    # k answers sampled per question, scored avg@k (as AIME usually is); sampling needs a
+    # temperature above 0, or every sample is the same answer.
+    samples: Annotated[int, Field(ge=1, le=64)] = 1
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+
+    @model_validator(mode="after")
+    def _samples_differ(self) -> AccuracyPlan:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(
+                f"samples: {self.samples} at temperature 0 would ask the same question {self.samples} times "
+                "for one answer; set temperature (e.g. 0.6) or samples: 1"
+            )
+        return self
 
 
 class GatePolicy(BaseModel):
@@ -254,10 +267,25 @@ class GatePolicy(BaseModel):
     inconclusive_blocks: bool = True
 
 
+RunId = Annotated[str, StringConstraints(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")]
+
+
+class ReleasedReference(Strict):
+    """A released cell as the reference stack (e.g. the native NVIDIA cell): the gate reads its
+    ledger record and per-question results, so reference numbers trace to raw results."""
+
+    chip: Ident
+    model: Ident | None = None  # default: the gated cell's own model
+    side: Literal["native", "flaggems"] = "native"
+    # A fixed run of that cell; default: its newest released run in the ledger.
+    run: RunId | None = None
+
+
 class BenchPlan(Strict):
     perf: PerfPlan | None = PerfPlan()
     accuracy: list[AccuracyPlan] = []
-    reference: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.ya?ml$")] | None = None
+    # A published baseline file (hand-typed numbers, relative to matrix.yaml), or a released cell.
+    reference: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.ya?ml$")] | ReleasedReference | None = None
     gate: GatePolicy = GatePolicy()
 
 

@@ -108,6 +108,8 @@ def bench_accuracy(
     engine: str = typer.Option("vllm", help="serving engine, to constrain answers its way: vllm, sglang, llama_cpp"),
     concurrency: int = typer.Option(8, help="questions in flight"),
     max_tokens: int = typer.Option(8, help="answer length limit"),
+    samples: int = typer.Option(1, min=1, help="answers sampled per question, scored avg@k"),
+    temperature: float = typer.Option(0.0, min=0.0, help="sampling temperature (above 0 when --samples > 1)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write per-question records as JSONL"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -122,8 +124,22 @@ def bench_accuracy(
     try:
         if kind not in ("multiple_choice", "exact_match"):
             raise ConfigError(f"--kind {kind!r} is not multiple_choice or exact_match", where="--kind")
+        if samples > 1 and temperature == 0:
+            raise ConfigError(
+                f"--samples {samples} at temperature 0 gives the same answer {samples} times",
+                fix="add --temperature 0.6",
+            )
         data = accuracy.load_dataset(dataset, dataset.stem, cast(Kind, kind))
-        result = accuracy.run(url, model, data, engine=engine, concurrency=concurrency, max_tokens=max_tokens)
+        result = accuracy.run(
+            url,
+            model,
+            data,
+            engine=engine,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            samples=samples,
+            temperature=temperature,
+        )
     except FlagReleaseError as err:
         fail(err, as_json)
     if out_file:
@@ -132,7 +148,10 @@ def bench_accuracy(
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        out.print(f"{result.benchmark}: {result.correct}/{result.n} = {result.score:.3f} ± {result.se:.3f} (SE)")
+        at = f" avg@{samples}" if samples > 1 else ""
+        out.print(
+            f"{result.benchmark}{at}: {result.correct}/{result.n * samples} = {result.score:.3f} ± {result.se:.3f} (SE)"
+        )
 
 
 def gate_cmd(
@@ -146,8 +165,9 @@ def gate_cmd(
 
     Example: flagrelease gate ~/.local/share/flagrelease/results/tiny-llama--cpu/<run> --rule classic
     """
-    from flagrelease.baseline import reference_for
     from flagrelease.record import ReleaseRecord
+    from flagrelease.settings import load_settings
+    from flagrelease.steps import reference
     from flagrelease.steps.gate import judge
     from flagrelease.steps.report import load_sides
 
@@ -160,11 +180,14 @@ def gate_cmd(
         policy = cell.model.bench.gate.model_copy(
             update={k: v for k, v in (("rule", rule), ("max_drop", max_drop)) if v is not None}
         )
-        report, against = judge(load_sides(run_dir, record), reference_for(cell, matrix_file), policy)
+        # Against the very reference run this release was gated against, not a newer one.
+        pinned = next((s.run_id for s in record.reference.values() if s.run_id), None)
+        against = reference.resolve(cell, matrix_file, load_settings(), run=pinned)
+        report, compared = judge(load_sides(run_dir, record), against, policy)
     except FlagReleaseError as err:
         fail(err, as_json)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
-        print_gate(report, against)
+        print_gate(report, {name: score.against for name, score in compared.items()})
     raise typer.Exit(0 if report.release else 4)

@@ -74,6 +74,8 @@ def measure_sides(
                 engine=cell.chip.stack.engine,
                 concurrency=spec.concurrency,
                 max_tokens=spec.max_tokens,
+                samples=spec.samples,
+                temperature=spec.temperature,
             )
         return found
 

@@ -18,7 +18,7 @@ from flagrelease.baseline import reference_for
 from flagrelease.errors import ConfigError
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.record import RECORD_FILE, ReleaseRecord
-from flagrelease.results import QuestionResult, ReportResult, SideResult, StoredCopy
+from flagrelease.results import ReportResult, SideResult, StoredCopy, question_records
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings
 from flagrelease.steps.accuracy import write_records
@@ -62,10 +62,8 @@ def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:
     for side, result in record.bench.items():
         accuracy = {}
         for name, acc in result.accuracy.items():
-            lines = _read(run_dir, record, f"accuracy-{side}-{name}").splitlines()
-            accuracy[name] = acc.model_copy(
-                update={"results": [QuestionResult.model_validate_json(line) for line in lines if line]}
-            )
+            records = question_records(_read(run_dir, record, f"accuracy-{side}-{name}"))
+            accuracy[name] = acc.model_copy(update={"results": records})
         repeats = [
             [PerfResult.model_validate(level) for level in run]
             for run in json.loads(_read(run_dir, record, f"perf-{side}") or "[]")

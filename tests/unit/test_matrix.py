@@ -143,3 +143,13 @@ def test_exact_chip_id_wins_over_a_vendor_of_the_same_name(tmp_path):
     assert [c.chip_id for c in select(matrix, chip="cpu")] == ["cpu"]
     assert [c.chip_id for c in select(matrix, chip="cpu-arm64")] == ["cpu-arm64"]
     assert {c.chip_id for c in select(matrix, model="tiny-llama")} == {"cpu", "cpu-arm64"}
+
+
+def test_samples_need_a_temperature(tmp_path):
+    data = project_matrix()
+    data["models"]["tiny-llama"]["bench"]["accuracy"][0] |= {"samples": 4}
+    with pytest.raises(ConfigError, match="samples: 4 at temperature 0 would ask the same question 4 times"):
+        load_matrix(write(tmp_path, data))
+    data["models"]["tiny-llama"]["bench"]["accuracy"][0] |= {"temperature": 0.6}
+    [plan] = load_matrix(write(tmp_path, data)).models["tiny-llama"].bench.accuracy
+    assert (plan.samples, plan.temperature) == (4, 0.6)
