@@ -244,6 +244,7 @@ class AccuracyPlan(Strict):
     # temperature above 0, or every sample is the same answer.
     samples: Annotated[int, Field(ge=1, le=64)] = 1
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0  # nucleus sampling, when temperature > 0
 
     @model_validator(mode="after")
     def _samples_differ(self) -> AccuracyPlan:

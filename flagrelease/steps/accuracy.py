@@ -94,6 +94,18 @@ def constraint(engine: str, q: Question) -> dict[str, Any]:
     return {"regex": "(" + "|".join(letters) + ")"}
 
 
+def sampling(engine: str, temperature: float, top_p: float, seed: int) -> dict[str, Any]:
+    """Request fields of a sampled answer. llama-server truncates the distribution by default
+    (top_k 40, min_p 0.05), vLLM does not: switched off, so that both sample from what the
+    plan states (temperature, top_p). Sample i is drawn with seed i: a rerun asks the same."""
+    if temperature == 0:
+        return {}
+    fields: dict[str, Any] = {"top_p": top_p, "seed": seed}
+    if engine == "llama_cpp":
+        fields |= {"top_k": 0, "min_p": 0.0}
+    return fields
+
+
 def grade(q: Question, reply: str) -> tuple[str, bool]:
     text = reply.strip()
     if q.choices is not None:
@@ -115,16 +127,19 @@ async def evaluate(
     timeout_s: float = 120.0,
     samples: int = 1,
     temperature: float = 0.0,
+    top_p: float = 1.0,
 ) -> AccuracyResult:
-    """Ask every question `samples` times (avg@k): sample i of every question is drawn with
-    seed i, so a rerun asks the same. The score is the mean over questions of each question's
-    share of correct samples; its SE treats a question's samples as one cluster."""
+    """Ask every question `samples` times (avg@k; `sampling` says how). The score is the mean
+    over questions of each question's share of correct samples; its SE treats a question's
+    samples as one cluster."""
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=loopback_url(base_url), timeout=timeout_s, trust_env=False) as client:
 
         async def one(q: Question, sample: int) -> QuestionResult:
             async with gate:
-                return await _ask(client, model, q, engine, retries, max_tokens, temperature, sample)
+                return await _ask(
+                    client, model, q, engine, retries, max_tokens, temperature=temperature, top_p=top_p, sample=sample
+                )
 
         results = await asyncio.gather(*(one(q, i) for q in dataset.questions for i in range(samples)))
     means = per_question_means(list(results))
@@ -145,6 +160,7 @@ async def evaluate(
             "retries": retries,
             "max_tokens": max_tokens,
             "temperature": temperature,
+            "top_p": top_p,
             "samples": samples,
         },
         results=list(results),
@@ -158,17 +174,21 @@ async def _ask(
     engine: str,
     retries: int,
     max_tokens: int,
+    *,
     temperature: float,
+    top_p: float,
     sample: int,
 ) -> QuestionResult:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": prompt(q)}],
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-    } | constraint(engine, q)
-    if temperature > 0:
-        body["seed"] = sample
+    body = (
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt(q)}],
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        | constraint(engine, q)
+        | sampling(engine, temperature, top_p, sample)
+    )
     last_error = ""
     for attempt in range(1, retries + 2):
         try:

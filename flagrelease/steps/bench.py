@@ -76,6 +76,7 @@ def measure_sides(
                 max_tokens=spec.max_tokens,
                 samples=spec.samples,
                 temperature=spec.temperature,
+                top_p=spec.top_p,
             )
         return found
 

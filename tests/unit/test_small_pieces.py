@@ -11,6 +11,7 @@ from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import base_reference
 from flagrelease.settings import BuildSettings
+from flagrelease.steps import accuracy
 from flagrelease.steps.smoke import run_options
 from tests.conftest import ROOT
 
@@ -83,3 +84,16 @@ def test_push_retry_decides_on_the_error_type_not_its_words(error, retried):
     from flows.release_cell import _retry_push
 
     assert _retry_push(None, None, _State(error)) is retried
+
+
+@pytest.mark.parametrize(
+    "engine,temperature,fields",
+    [
+        ("vllm", 0.0, {}),  # greedy: nothing to sample
+        ("vllm", 0.6, {"top_p": 0.95, "seed": 3}),
+        # llama-server truncates by default (top_k 40, min_p 0.05); vLLM does not.
+        ("llama_cpp", 0.6, {"top_p": 0.95, "seed": 3, "top_k": 0, "min_p": 0.0}),
+    ],
+)
+def test_sampled_answers_draw_from_the_stated_distribution_with_the_samples_seed(engine, temperature, fields):
+    assert accuracy.sampling(engine, temperature, 0.95, 3) == fields
