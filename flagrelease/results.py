@@ -153,6 +153,15 @@ class AccuracyResult(BaseModel):
         return within_variance(self.results)
 
 
+class FlagGemsRecord(BaseModel):
+    """The operators FlagGems recorded in one side's container (flaggems_record.py), read from
+    `path` before the container stopped; `present` is False when no record was written."""
+
+    path: str
+    present: bool
+    operators: list[str] = []
+
+
 class SideResult(BaseModel):
     side: str
     use_flaggems: bool
@@ -161,6 +170,8 @@ class SideResult(BaseModel):
     perf_repeats: list[list[PerfResult]] = []  # every repeat as measured; stored as perf-<side>.json
     accuracy: dict[str, AccuracyResult]
     seconds: float
+    # What FlagGems recorded on this side; None when the stack has no FlagGems (nothing to read).
+    flaggems: FlagGemsRecord | None = None
 
 
 class BenchScore(BaseModel):
@@ -231,6 +242,9 @@ class GateReport(BaseModel):
     reason: str
     accuracy: list[BenchVerdict]
     perf: list[PerfVerdict]
+    # Whether FlagGems served operators on the flaggems side and none on the native one (the
+    # sides' records); None when the stack has no FlagGems, so both sides are the same stack.
+    sides_distinct: bool | None = None
 
 
 class PublishResult(BaseModel):

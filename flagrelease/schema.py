@@ -105,6 +105,10 @@ class Stack(Strict):
     # Where a FlagOS component comes from when not PyPI (FlagGems 2.x is not published there).
     sources: dict[Literal["flaggems", "flagscale", "flagtree", "flagcx"], GitSource] = {}
     packages: dict[Ident, PackageVersion] = Field(default_factory=dict, description="extra pinned apt/pip packages")
+    # Where the serve stack has FlagGems record the operators it serves (flag_gems.enable(record=True,
+    # path=...)): FlagScale 0.8's vLLM backend writes this path; the image points vllm-plugin-FL's
+    # FLAGGEMS_ENABLE_OPLIST_PATH at it. The bench reads it from each side's container.
+    flaggems_record: AbsPath = "/tmp/gems_oplist.log.txt"
 
 
 # Pins that appear in the image name, and may declare how they are spelled there (naming.py).

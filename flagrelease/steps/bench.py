@@ -14,9 +14,9 @@ from pathlib import Path
 from flagrelease.cell_facts import served_name
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult
-from flagrelease.results import AccuracyResult, SideResult
+from flagrelease.results import AccuracyResult, FlagGemsRecord, SideResult
 from flagrelease.schema import Cell, MatrixFile
-from flagrelease.steps import accuracy, loadgen
+from flagrelease.steps import accuracy, flaggems_evidence, loadgen
 from flagrelease.steps.smoke import NotReady, run_options, serving
 
 # The flaggems side always runs; without FlagGems in the stack it only flips
@@ -45,6 +45,7 @@ def measure_sides(
     perf = plan.perf
     repeats = perf.repeats if perf else 0
     runs: dict[str, list[list[PerfResult]]] = {side: [] for side in SIDES}
+    records: dict[str, FlagGemsRecord] = {}  # what FlagGems recorded on each side
 
     def perf_repeat(side: str, base_url: str, r: int) -> None:
         assert perf is not None  # called only for `repeats` > 0
@@ -82,11 +83,12 @@ def measure_sides(
 
     def serve(stack: ExitStack, side: str) -> tuple[str, float]:
         options = run_options(cell, weights_dir, use_flaggems=side == "flaggems")
-        base_url, _container, ready_s = stack.enter_context(
+        base_url, container, ready_s = stack.enter_context(
             serving(
                 client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line, purpose=f"bench-{side}"
             )
         )
+        flaggems_evidence.read_before_stop(stack, cell, side, container, records)
         return base_url, ready_s
 
     results, started = {}, time.monotonic()
@@ -111,6 +113,7 @@ def measure_sides(
         raise ServiceError(
             f"serve stack not ready for benchmarking: {err.problem}\n" + "\n".join(err.log.splitlines()[-20:])
         ) from None
+    flaggems_evidence.attach(results, records)
     return results
 
 

@@ -15,6 +15,9 @@ report it.
 Speed, the same under both rules: at every level, output and total-token
 throughput of the candidate must reach perf_min_ratio of the reference's.
 
+Sides: where the stack has FlagGems, its operator record must show operators on the
+flaggems side and none on the native side (`distinct_sides`), else INCONCLUSIVE.
+
 The gate owns its inputs: `gate_inputs` pairs what the bench step measured with
 what each check is compared against (the model's reference baseline where it
 has the benchmark, else the native side of the same run).
@@ -27,6 +30,7 @@ import statistics
 from typing import Literal
 
 from flagrelease.baseline import Reference
+from flagrelease.flaggems_record import sides_problem
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.results import (
     AccuracyResult,
@@ -227,7 +231,30 @@ def judge(
 ) -> tuple[GateReport, dict[str, ReferenceScore]]:
     """The gate's report on measured sides, and what each accuracy check compared against."""
     pairs, ratios, against = gate_inputs(sides, reference)
-    return decide(pairs, ratios, policy), against
+    return distinct_sides(decide(pairs, ratios, policy), sides, policy), against
+
+
+def distinct_sides(report: GateReport, sides: dict[str, SideResult], policy: GatePolicy) -> GateReport:
+    """A comparison proves something about FlagGems only when FlagGems served operators on the
+    flaggems side and none on the native side (flaggems_record.py). When the records do not
+    show that, a PASS becomes INCONCLUSIVE ("sides not distinct"); a FAIL or INCONCLUSIVE
+    keeps its verdict and gains the reason."""
+    problem = sides_problem(sides["native"].flaggems, sides["flaggems"].flaggems)
+    if problem is None:
+        looked = sides["flaggems"].flaggems is not None
+        return report.model_copy(update={"sides_distinct": True if looked else None})
+    reason = f"sides not distinct: {problem}"
+    if report.verdict != "PASS":  # already not released on its own measurements
+        return report.model_copy(update={"sides_distinct": False, "reason": f"{report.reason}; {reason}"})
+    blocks = "blocks" if policy.inconclusive_blocks else "does not block"
+    return report.model_copy(
+        update={
+            "verdict": "INCONCLUSIVE",
+            "release": not policy.inconclusive_blocks,
+            "reason": f"inconclusive ({blocks} release): {reason}",
+            "sides_distinct": False,
+        }
+    )
 
 
 def _score(result: AccuracyResult) -> BenchScore:

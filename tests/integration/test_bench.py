@@ -174,6 +174,11 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
             == record["bench"][side]["accuracy"]["arith-mc"]["correct"]
         )
     assert record["flaggems_installed"] is False
+    # No FlagGems in the stack: no record to read on either side, and the sides are the same stack.
+    assert [record["bench"][side]["flaggems"] for side in ("native", "flaggems")] == [None, None]
+    assert record["gate"]["sides_distinct"] is None
+    # Every question's reference is recorded with what it traces to (here the native side).
+    assert record["reference"]["arith-mc"]["origin"] == "this run"
     assert (run_dir / record["files"]["plot"]).read_bytes()[:4] == b"\x89PNG"
     # The typed record reads the same file back; the raw results stay out of release.json.
     typed = ReleaseRecord.load(run_dir)

@@ -319,3 +319,15 @@ def test_write_card_writes_beside_the_record(tmp_path):
     assert path.read_text() == GOLDEN.read_text()
     with pytest.raises(ConfigError, match="no release record"):
         write_card(tmp_path / "absent", ASCEND, BASELINE)
+
+
+def test_the_card_lists_the_operators_flaggems_recorded_on_each_side():
+    text, rec = card("ascend")
+    recorded = rec["bench"]["flaggems"]["flaggems"]
+    [line] = [line for line in text.splitlines() if line.startswith("- FlagGems operators recorded")]
+    listed, native = line.split(" in its container): ", 1)[1].split("; on the `native` side: ")
+    assert re.findall(r"`([^`]+)`", listed) == recorded["operators"]
+    assert f"({len(recorded['operators'])}, from `{recorded['path']}`" in line
+    assert native == "none."
+    cpu, _ = card("cpu")  # no FlagGems in the stack: both sides are the same operators
+    assert "This stack has no FlagGems" in cpu and "FlagGems operators recorded" not in cpu
