@@ -14,6 +14,7 @@ the plan's temperature and scored avg@k.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import statistics
@@ -94,12 +95,15 @@ def constraint(engine: str, q: Question) -> dict[str, Any]:
     return {"regex": "(" + "|".join(letters) + ")"}
 
 
-def sampling(engine: str, temperature: float, top_p: float, seed: int) -> dict[str, Any]:
+def sampling(engine: str, temperature: float, top_p: float, question: str, sample: int) -> dict[str, Any]:
     """Request fields of a sampled answer. llama-server truncates the distribution by default
     (top_k 40, min_p 0.05), vLLM does not: switched off, so that both sample from what the
-    plan states (temperature, top_p). Sample i is drawn with seed i: a rerun asks the same."""
+    plan states (temperature, top_p). Each (question, sample) has its own seed: a rerun asks
+    the same, and no two questions share a random draw (one seed per sample index would give
+    every question the same uniform number, so questions of similar odds answer alike)."""
     if temperature == 0:
         return {}
+    seed = int.from_bytes(hashlib.sha256(f"{question}\0{sample}".encode()).digest()[:4], "big")
     fields: dict[str, Any] = {"top_p": top_p, "seed": seed}
     if engine == "llama_cpp":
         fields |= {"top_k": 0, "min_p": 0.0}
@@ -187,7 +191,7 @@ async def _ask(
             "max_tokens": max_tokens,
         }
         | constraint(engine, q)
-        | sampling(engine, temperature, top_p, sample)
+        | sampling(engine, temperature, top_p, q.id, sample)
     )
     last_error = ""
     for attempt in range(1, retries + 2):

@@ -90,10 +90,17 @@ def test_push_retry_decides_on_the_error_type_not_its_words(error, retried):
     "engine,temperature,fields",
     [
         ("vllm", 0.0, {}),  # greedy: nothing to sample
-        ("vllm", 0.6, {"top_p": 0.95, "seed": 3}),
+        ("vllm", 0.6, {"top_p": 0.95}),
         # llama-server truncates by default (top_k 40, min_p 0.05); vLLM does not.
-        ("llama_cpp", 0.6, {"top_p": 0.95, "seed": 3, "top_k": 0, "min_p": 0.0}),
+        ("llama_cpp", 0.6, {"top_p": 0.95, "top_k": 0, "min_p": 0.0}),
     ],
 )
-def test_sampled_answers_draw_from_the_stated_distribution_with_the_samples_seed(engine, temperature, fields):
-    assert accuracy.sampling(engine, temperature, 0.95, 3) == fields
+def test_sampled_answers_draw_from_the_stated_distribution(engine, temperature, fields):
+    sampled = accuracy.sampling(engine, temperature, 0.95, "q1", 3)
+    assert {k: v for k, v in sampled.items() if k != "seed"} == fields
+
+
+def test_every_question_and_sample_has_its_own_seed():
+    seeds = {accuracy.sampling("vllm", 0.6, 1.0, f"q{q}", s)["seed"] for q in range(40) for s in range(4)}
+    assert len(seeds) == 160 and all(0 <= seed < 2**32 for seed in seeds)
+    assert accuracy.sampling("vllm", 0.6, 1.0, "q1", 2) == accuracy.sampling("vllm", 0.6, 1.0, "q1", 2)
