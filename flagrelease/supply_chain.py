@@ -309,3 +309,27 @@ class Attestation(BaseModel):
     sha256: str  # of the document's bytes
     manifest_digest: str | None = None  # the artifact's manifest, once attached
     listed_by: Literal["api", "tag"] | None = None  # the registry's referrers API, or the sha256-<hex> index
+
+
+def locations(
+    attestations: dict[str, Attestation],
+    run_key: str,
+    results_dir: str,
+    s3_url: str | None,
+    image: str | None,
+    subject: str | None,
+) -> dict[str, dict[str, str | None]]:
+    """Where each document of a release is: the local file, its S3 copy, and the OCI artifact
+    (`image@<artifact manifest>`) with the index that lists it when the registry has no
+    referrers API. `run_key` is `<cell>/<run_id>`, the stores' layout."""
+    found: dict[str, dict[str, str | None]] = {}
+    for kind, doc in attestations.items():
+        found[kind] = {
+            "file": f"{results_dir}/{run_key}/{doc.file}",
+            "s3": f"{s3_url.rstrip('/')}/{run_key}/{doc.file}" if s3_url else None,
+            "artifact": f"{image}@{doc.manifest_digest}" if image and doc.manifest_digest else None,
+            "referrers": (f"{image}:{subject.replace(':', '-', 1)}" if doc.listed_by == "tag" else "referrers API")
+            if image and subject and doc.listed_by
+            else None,
+        }
+    return found
