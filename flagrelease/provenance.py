@@ -26,8 +26,8 @@ class _Model(BaseModel):
 class ResourceDescriptor(_Model):
     name: str | None = None
     uri: str | None = None
-    digest: dict[str, str] = {}
-    annotations: dict[str, Any] = {}
+    digest: dict[str, str] | None = None
+    annotations: dict[str, Any] | None = None
 
 
 class BuildDefinition(_Model):
@@ -66,11 +66,11 @@ class Statement(_Model):
     predicate: SlsaProvenance
 
     def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_defaults=False, indent=2) + "\n"
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n"
 
     def subject_digests(self) -> list[str]:
         """`sha256:<hex>` of every subject."""
-        return [f"sha256:{s.digest['sha256']}" for s in self.subject if "sha256" in s.digest]
+        return [f"sha256:{s.digest['sha256']}" for s in self.subject if s.digest and "sha256" in s.digest]
 
 
 def sha256_digest(digest: str) -> dict[str, str]:
