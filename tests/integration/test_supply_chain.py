@@ -256,15 +256,9 @@ def test_secrets_reach_neither_document(
     nonce = uuid.uuid4().hex
     pip_url = f"https://pipuser:pip-token-{nonce}@pypi.example.com/simple"
     apt_url = f"http://aptuser:apt-pw-{nonce}@deb.example.com/debian"
-    for key, value in (
-        s3["env"]
-        | scratch_login
-        | {
-            "FLAGRELEASE_PIP_INDEX_URL": pip_url,
-            "FLAGRELEASE_APT_MIRROR": apt_url,
-            "FLAGRELEASE_HOME": str(fr_home),
-        }.items()
-    ):
+    env = s3["env"] | scratch_login
+    env |= {"FLAGRELEASE_PIP_INDEX_URL": pip_url, "FLAGRELEASE_APT_MIRROR": apt_url, "FLAGRELEASE_HOME": str(fr_home)}
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = load_settings()
     matrix = load_matrix(ROOT / "matrix.yaml")
