@@ -278,9 +278,24 @@ class PerfPlan(Strict):
     # Pairs of windows per level (one window per side each): the gate's interval comes from
     # their spread, so at least 3; more narrow it as 1/sqrt(pairs).
     repeats: Annotated[int, Field(ge=1, le=64)] = 5
+    # While a level's interval still straddles the gate's threshold after `repeats` pairs, add
+    # pairs (one at every level per round) up to this many: a busy host costs time, not a
+    # verdict. Unset: exactly `repeats`. Needs `interleave` (both stacks up to add a pair).
+    max_repeats: Annotated[int, Field(ge=1, le=256)] | None = None
     # Keep both sides' serve stacks up and run a pair's windows back to back (needs room for two).
     interleave: bool = False
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="after")
+    def _room_to_add_pairs(self) -> PerfPlan:
+        if self.max_repeats is not None:
+            if self.max_repeats < self.repeats:
+                raise ValueError(f"max_repeats ({self.max_repeats}) is below repeats ({self.repeats})")
+            if not self.interleave:
+                raise ValueError(
+                    "max_repeats adds pairs while both stacks are up: set interleave: true, or drop max_repeats"
+                )
+        return self
 
 
 class AccuracyPlan(Strict):

@@ -20,6 +20,7 @@ from flagrelease.perf_metrics import PerfResult
 from flagrelease.results import AccuracyResult, FlagGemsRecord, SideResult
 from flagrelease.schema import Cell, MatrixFile, PerfPlan
 from flagrelease.steps import accuracy, flaggems_evidence, loadgen
+from flagrelease.steps.gate import perf_undecided
 from flagrelease.steps.smoke import NotReady, run_options, serving
 
 # The flaggems side always runs; without FlagGems in the stack it only flips
@@ -63,7 +64,7 @@ def measure_sides(
         if len(sizes[index]) <= pair:  # the pair's first window decides its size
             sizes[index].append(window_prompts(perf, [w[index] for runs in windows.values() for w in runs[:pair]]))
         on_line(
-            f"[{side}] perf c={concurrency} {input_len}/{output_len}, pair {pair + 1}/{perf.repeats}: "
+            f"[{side}] perf c={concurrency} {input_len}/{output_len}, pair {pair + 1}/{len(windows[side])}: "
             f"{sizes[index][pair]} prompts"
         )
         # The same seed on both sides of a pair (the same prompts); a fresh one per pair and level,
@@ -119,6 +120,17 @@ def measure_sides(
                 for index in range(len(levels)):
                     for pair in pairs:
                         # ABBA: neither side always runs first (warmer caches, quieter host).
+                        for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
+                            window(side, urls[side][0], index, pair)
+                while perf.max_repeats and len(windows["native"]) < perf.max_repeats:
+                    undecided = perf_undecided(windows["native"], windows["flaggems"], plan.gate)
+                    if not undecided:
+                        break
+                    pair = len(windows["native"])
+                    on_line(f"[perf] {', '.join(undecided)} not decided after {pair} pairs: one more pair")
+                    for side in SIDES:
+                        windows[side].append([])
+                    for index in range(len(levels)):
                         for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
                             window(side, urls[side][0], index, pair)
                 for side in SIDES:

@@ -190,6 +190,21 @@ def perf_ratios(reference: list[list[PerfResult]], candidate: list[list[PerfResu
     ]
 
 
+def perf_undecided(
+    reference: list[list[PerfResult]], candidate: list[list[PerfResult]], policy: GatePolicy
+) -> list[str]:
+    """The perf levels whose verdict, on the windows so far, is still INCONCLUSIVE: where more
+    pairs could decide. The classic rule compares a point ratio and is never undecided."""
+    if policy.rule == "classic" or not reference:
+        return []
+    verdicts = [judge_perf(level, policy) for level in perf_ratios(reference, candidate)]
+    return [_level_name(v) for v in verdicts if v.verdict == "INCONCLUSIVE"]
+
+
+def _level_name(p: PerfVerdict) -> str:
+    return f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
+
+
 def _geometric_mean(values: list[float]) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in values))
 
@@ -200,14 +215,10 @@ def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRa
         raise ValueError("nothing to gate on: no benchmark and no perf level")
     benches = [judge_accuracy(name, ref, cand, policy) for name, (ref, cand) in accuracy.items()]
     levels = [judge_perf(level, policy) for level in perf]
-
-    def name(p: PerfVerdict) -> str:
-        return f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
-
-    failed = [b.benchmark for b in benches if b.verdict == "FAIL"] + [name(p) for p in levels if p.verdict == "FAIL"]
-    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"] + [
-        name(p) for p in levels if p.verdict == "INCONCLUSIVE"
-    ]
+    failed = [b.benchmark for b in benches if b.verdict == "FAIL"]
+    failed += [_level_name(p) for p in levels if p.verdict == "FAIL"]
+    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"]
+    unsure += [_level_name(p) for p in levels if p.verdict == "INCONCLUSIVE"]
     if failed:
         verdict, reason = "FAIL", f"failed: {', '.join(failed)}"
     elif unsure:

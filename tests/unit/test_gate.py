@@ -16,6 +16,7 @@ from flagrelease.steps.gate import (
     judge_accuracy,
     judge_perf,
     perf_ratios,
+    perf_undecided,
 )
 
 CLASSIC = GatePolicy(rule="classic")
@@ -354,3 +355,28 @@ def test_inconclusive_says_when_no_number_of_samples_can_decide_it():
     assert b.verdict == "INCONCLUSIVE"
     assert "questions would decide it at this difference" in b.reason
     assert "more samples per question cannot: the spread between questions alone gives SE ≈" in b.reason
+
+
+def windows(durations):
+    """One window per pair at concurrency 1: a duration of 1.0 s is the reference's speed."""
+    return [[result(1, d)] for d in durations]
+
+
+def test_perf_undecided_names_the_levels_more_pairs_could_decide():
+    reference = windows([1.0] * 5)
+    steady = windows([1.02, 0.98, 1.01, 0.99, 1.0])  # ratio ~1.0, tight: PASS
+    noisy = windows([0.8, 1.5, 0.9, 1.4, 1.0])  # ratio ~0.9, wide: straddles 0.8
+    assert perf_undecided(reference, steady, STATISTICAL) == []
+    assert perf_undecided(reference, noisy, STATISTICAL) == ["perf c=1 100/50"]
+    assert perf_undecided(reference, noisy, CLASSIC) == []  # a point ratio is always decided
+    assert perf_undecided([], [], STATISTICAL) == []
+
+
+def test_adding_pairs_needs_both_stacks_up():
+    from flagrelease.schema import PerfPlan
+
+    assert PerfPlan(repeats=5, max_repeats=10, interleave=True).max_repeats == 10
+    with pytest.raises(ValidationError, match="set interleave: true"):
+        PerfPlan(repeats=5, max_repeats=10)
+    with pytest.raises(ValidationError, match=r"max_repeats \(3\) is below repeats \(5\)"):
+        PerfPlan(repeats=5, max_repeats=3, interleave=True)
