@@ -22,6 +22,7 @@ from typing import IO
 import docker
 import docker.errors
 import docker.types
+import requests
 
 from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
@@ -254,7 +255,7 @@ def run_to_completion(
         container.start()
         try:
             code = container.wait(timeout=timeout_s)["StatusCode"]
-        except Exception as err:  # requests' ReadTimeout (or ConnectionError) from the wait
+        except requests.exceptions.RequestException as err:  # the wait's ReadTimeout
             raise ServiceError(
                 f"{image}: `sh -c ...` did not finish in {timeout_s:.0f} s ({type(err).__name__})", where=image
             ) from None

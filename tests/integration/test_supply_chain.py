@@ -21,6 +21,7 @@ from packageurl import PackageURL
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.local_registry import LocalRegistry
 from flagrelease.adapters.registry_auth import RegistryCredentials
+from flagrelease.errors import ServiceError
 from flagrelease.matrix import load_matrix, select
 from flagrelease.record import ReleaseRecord
 from flagrelease.settings import load_settings
@@ -289,3 +290,10 @@ def test_secrets_reach_neither_document(
     build = json.loads(texts[1])["predicate"]["buildDefinition"]["externalParameters"]["build"]
     assert build["apt_mirror"] == "http://deb.example.com/debian" and build["pip_index_url"] == provenance.SECRET
     assert docker_engine.containers_owned_by(docker_client, nonce) == []  # the SBOM probe is gone
+
+
+def test_a_probe_that_hangs_is_stopped_and_removed(released, docker_client):
+    owner = uuid.uuid4().hex
+    with pytest.raises(ServiceError, match="did not finish in 2 s"):
+        docker_engine.run_to_completion(docker_client, released["image_id"], "sleep 60", owner=owner, timeout_s=2)
+    assert docker_engine.containers_owned_by(docker_client, owner) == []
