@@ -16,7 +16,7 @@ staging tags stay, pointing at the released digests.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn, Protocol
 
 from pydantic import BaseModel
@@ -63,11 +63,15 @@ def push_release(
     aliases: Sequence[str] = (),
     on_line=print,
     key: str | None = None,
+    attach: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Push `image_id` as registry/repository:tag, then point the aliases and the key tag
     (`key-<key>`, when a release key is given) at it.
 
-    `repository` excludes the registry host. An alias that fails raises; the release tag stands.
+    `attach(digest)` runs between the verified push and the aliases (the SBOM and provenance
+    of the digest); when it raises, the release fails like a failed push: no alias and no key
+    tag points at the digest. `repository` excludes the registry host. An alias that fails
+    raises; the release tag stands.
     """
     started = time.monotonic()
     item = PublishItem(
@@ -79,6 +83,8 @@ def push_release(
         api.check()
         _refuse_existing(api, item)
         digest = _push(client, api, credentials, item, item.tag, on_line)
+        if attach is not None:
+            attach(digest)
         _move_aliases(api, item, digest, on_line)
     return _result(registry, item, digest, started)
 
