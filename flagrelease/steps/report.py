@@ -31,6 +31,8 @@ from flagrelease.validation import config_error
 
 SMOKE_LOG = "smoke.log"
 PLOT = "perf.png"
+# Every line of the run (flows/run_log.py writes it while the run goes on).
+RUN_LOG = "run.log"
 
 
 def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
@@ -55,6 +57,8 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
         verdicts = record.gate.perf if record.gate else []
         plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT, verdicts)
         files["plot"] = PLOT
+    if (out / RUN_LOG).is_file():
+        files["log"] = RUN_LOG
     record.files = files
     record.save(out)
     return out
