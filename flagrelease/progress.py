@@ -181,6 +181,16 @@ class Board:
         return all(row.finished is not None for row in self.cells.values())
 
 
+def stage_passed(stage: str, record: ReleaseRecord) -> bool:
+    """Whether a stage that completed also succeeded: a smoke test can complete and fail, a gate
+    can complete and refuse."""
+    if stage == "smoke" and record.smoke:
+        return record.smoke.passed
+    if stage == "gate" and record.gate:
+        return record.gate.release
+    return True
+
+
 def stage_result(stage: str, record: ReleaseRecord) -> str:
     """What a finished stage came to, in a few words, from the record it filled in."""
     if stage == "registry":
@@ -199,7 +209,7 @@ def stage_result(stage: str, record: ReleaseRecord) -> str:
         return ("reused " if record.image.reused else "built ") + record.image.image_id[:19]
     if stage == "smoke" and record.smoke:
         if not record.smoke.passed:
-            return f"failed: {record.smoke.error}"
+            return record.smoke.error or ""
         return f"passed, ready in {record.smoke.ready_seconds or 0:.1f} s"
     if stage == "bench" and record.bench:
         sides = record.bench.items()

@@ -248,13 +248,14 @@ def _timed(record: ReleaseRecord, stage: str):
     """Time a stage into the record and report its start and its end as progress events."""
     logger = run_logger()
     progress.emit(logger, StageStarted(cell=record.cell, stage=stage))
-    started, ok = time.monotonic(), False
+    started, completed = time.monotonic(), False
     try:
         yield
-        ok = True
+        completed = True
     finally:
         seconds = record.timings[stage] = round(time.monotonic() - started, 2)
-        result = progress.stage_result(stage, record) if ok else ""
+        ok = completed and progress.stage_passed(stage, record)
+        result = progress.stage_result(stage, record) if completed else ""
         progress.emit(logger, StageFinished(cell=record.cell, stage=stage, ok=ok, seconds=seconds, result=result))
 
 

@@ -21,6 +21,7 @@ from flagrelease.progress import (
     StageStarted,
     clean_line,
     emit,
+    stage_passed,
     stage_result,
 )
 from flagrelease.record import ReleaseRecord
@@ -161,6 +162,11 @@ def test_stage_results_come_from_the_record():
     assert stage_result("push", record) == f"{record.publish.tags[0]} {record.publish.digest[:19]}"
     assert stage_result("smoke", record).startswith("passed, ready in ")
     assert stage_result("preflight", record) == ""
+    assert stage_passed("smoke", record) and stage_passed("gate", record) == record.gate.release
+    failed = record.model_copy(
+        update={"smoke": record.smoke.model_copy(update={"passed": False, "error": "no /health"})}
+    )
+    assert not stage_passed("smoke", failed) and stage_result("smoke", failed) == "no /health"
 
 
 @pytest.mark.parametrize(
