@@ -129,9 +129,10 @@ class BoardHandler(logging.Handler):
         elif flow_run in self.runs:
             self.board.apply(LogLine(cell=self.runs[flow_run], text=record.getMessage()), now)
         if record.levelno >= logging.WARNING and self.shown.filter(record):
-            self.console.print(
-                Text(f"{record.levelname.lower()}: {record.getMessage()}", style="yellow"), highlight=False
-            )
+            text = f"{record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info:  # not a handled failure (`shown` drops those): a bug, traceback and all
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.console.print(Text(text, style="yellow" if record.levelno == logging.WARNING else "red"))
 
 
 def _quiet(record: logging.LogRecord) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 from prefect.logging.loggers import PrefectLogAdapter  # what get_run_logger() returns
 from rich.console import Console
 
 from flagrelease.cli.progress import BoardHandler, progress_mode, render_board
-from flagrelease.errors import ConfigError
+from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.progress import (
     EVENT_ATTR,
     Board,
@@ -201,3 +202,20 @@ def test_long_results_never_squeeze_out_the_stage_names():
     assert lines[1].split()[:3] == ["✓", "gate", "1.0"] and lines[1].endswith("…")
     assert lines[2].split()[1:3] == ["push", "2.0"]
     assert all(len(line) <= 60 for line in lines)
+
+
+def test_a_bugs_traceback_is_printed_above_the_display_and_a_handled_failure_is_not():
+    from flows.console_logging import HideHandledFailures
+
+    console = Console(record=True, width=200, force_terminal=False, color_system=None)
+    handler = BoardHandler(Board(), console, HideHandledFailures())
+    logger = logging.getLogger("prefect.flow_runs.test-progress")
+    for exc in (KeyError("surprise"), ServiceError("registry refused")):
+        try:
+            raise exc
+        except Exception:
+            handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "boom", (), sys.exc_info()))
+    text = console.export_text()
+    assert text.count("error: boom") == 1
+    assert "Traceback (most recent call last)" in text and "KeyError: 'surprise'" in text
+    assert "registry refused" not in text
