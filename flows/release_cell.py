@@ -433,4 +433,22 @@ def _summary_markdown(record: ReleaseRecord) -> str:
         ("gate", f"{record.gate.verdict}: {record.gate.reason}" if record.gate else "-"),
     ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n"
+    return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n" + _gate_markdown(record)
+
+
+def _gate_markdown(record: ReleaseRecord) -> str:
+    """The gate's table, one row per check, as the terminal and the catalog show it."""
+    if record.gate is None:
+        return ""
+    against = record.compared_against
+    rows = [
+        f"| {v.benchmark} | {against.get(v.benchmark, '-')} | {v.diff:+.3f} | {v.se:.3f} ({v.se_method}) "
+        f"| **{v.verdict}** |"
+        for v in record.gate.accuracy
+    ] + [
+        f"| perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len} | native side of this run "
+        f"| out {p.level.output_throughput:.0%} / total {p.level.total_token_throughput:.0%} | - | **{p.verdict}** |"
+        for p in record.gate.perf
+    ]
+    head = "| check | compared against | candidate − reference | SE | verdict |\n|---|---|---|---|---|\n"
+    return f"\n## release gate: {record.gate.verdict}\n\n{record.gate.reason}\n\n{head}" + "\n".join(rows) + "\n"
