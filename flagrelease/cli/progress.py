@@ -26,7 +26,7 @@ from flagrelease.progress import EVENT_ATTR, RUNNING, Board, CellRow, CellStarte
 Mode = Literal["tty", "plain"]
 MODES = ("auto", "tty", "plain")
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-_STATUS_STYLE = {"released": "green", "unchanged": "green", "built": "green", "gated": "yellow"}
+_DONE = ("released", "unchanged", "built")
 
 
 def progress_mode(option: str, stdout_tty: bool, stderr_tty: bool) -> Mode:
@@ -48,7 +48,9 @@ def _seconds(value: float) -> str:
 def _status(row: CellRow, now: float) -> Text:
     if row.finished is None:
         return Text(_spinner(now) if row.status == RUNNING else "·", style="cyan")
-    return Text("✓" if row.status in _STATUS_STYLE else "✗", style=_STATUS_STYLE.get(row.status, "red"))
+    if row.status in _DONE:
+        return Text("✓", style="green")
+    return Text("✗", style="yellow" if row.status == "gated" else "red")
 
 
 def _line(*parts: str | tuple[str, str] | Text) -> Text:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -145,7 +146,9 @@ def _release_cells(
     from flows.release_matrix import release_matrix
 
     try:
-        with live_progress(err_console, HideHandledFailures()) if mode == "tty" else nullcontext():
+        # --progress tty asked for on a stream that is no terminal: draw all the same.
+        console = err_console if err_console.is_terminal else Console(stderr=True, markup=False, force_terminal=True)
+        with live_progress(console, HideHandledFailures()) if mode == "tty" else nullcontext():
             outcomes = release_matrix(
                 model=model,
                 chip=chip,

@@ -91,6 +91,8 @@ def test_a_failed_stage_and_cell_are_marked():
     )
     text = draw(board, now=5.0)
     assert text.splitlines()[0].startswith("✗")
+    board.apply(CellFinished(cell=CELL, status="gated"), 6.0)
+    assert draw(board, now=7.0).startswith("✗ tiny-llama--cpu  gated")
     assert any(line.split()[:2] == ["✗", "smoke"] for line in text.splitlines())
 
 
