@@ -212,10 +212,11 @@ def running_container(
     (success, failure, timeout, Ctrl-C)."""
     container = None
     try:
-        container = client.containers.run(
+        # Created, then started: a container that cannot start (a port, a device, the bridge)
+        # is already ours to remove, where `containers.run` would leave it behind as Created.
+        container = client.containers.create(
             image,
             name=name,
-            detach=True,
             environment=env,
             ports={f"{container_port}/tcp": ("127.0.0.1", None)},
             volumes=volumes,
@@ -225,6 +226,7 @@ def running_container(
             labels={OWNER_LABEL: owner},
             nano_cpus=round(cpus * 1e9) if cpus else None,
         )
+        container.start()
         yield container
     except docker.errors.APIError as err:
         raise ServiceError(f"cannot start container from {image}: {err.explanation or err}") from None
