@@ -23,13 +23,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flagrelease import naming
+from flagrelease import naming, progress
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import Reference
 from flagrelease.cell_facts import flaggems_installed
 from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError, ServiceUnavailable
 from flagrelease.matrix import find_matrix, load_matrix, select
+from flagrelease.progress import CellFinished, CellStarted, StageFinished, StageStarted
 from flagrelease.provenance import BuildInputs
 from flagrelease.record import ReleaseRecord, new_run_id
 from flagrelease.results import (
@@ -69,12 +70,13 @@ from flagrelease.steps.preflight import preflight
 from flagrelease.supply_chain import SBOM_KIND, Attestation
 from flows.console_logging import hide_handled_failures
 from flows.fleet import cell_slot
+from flows.run_log import run_log, run_logger
 
 hide_handled_failures()  # the CLI prints handled failures itself; their tracebacks stay in the run log
 
 
 def _log(line: str) -> None:
-    get_run_logger().info(line)
+    run_logger().info(line)
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
@@ -305,11 +307,18 @@ def reports_task(run_dir: Path, cell: Cell, matrix: MatrixFile, settings: Settin
 
 @contextmanager
 def _timed(record: ReleaseRecord, stage: str):
-    started = time.monotonic()
+    """Time a stage into the record and report its start and its end as progress events."""
+    logger = run_logger()
+    progress.emit(logger, StageStarted(cell=record.cell, stage=stage))
+    started, completed = time.monotonic(), False
     try:
         yield
+        completed = True
     finally:
-        record.timings[stage] = round(time.monotonic() - started, 2)
+        seconds = record.timings[stage] = round(time.monotonic() - started, 2)
+        ok = completed and progress.stage_passed(stage, record)
+        result = progress.stage_result(stage, record) if completed else ""
+        progress.emit(logger, StageFinished(cell=record.cell, stage=stage, ok=ok, seconds=seconds, result=result))
 
 
 def one_cell(matrix: MatrixFile, model: str, chip: str) -> Cell:
@@ -359,112 +368,114 @@ def release_cell(
     namespace = matrix_file.release.namespace
     interrupted = False
     slot = ExitStack()
-    try:
-        with _timed(record, "queued"):
-            slot.enter_context(cell_slot())  # the fleet's limit on cells at once, where one is set
-        with _timed(record, "preflight"):
-            preflight_task(cell, matrix_file, settings)
-        with _timed(record, "registry"):
-            registry_addr = registry_task(settings) if push else None
-        record.registry = registry_addr
-        with _timed(record, "base"):
-            record.base = base_task(cell, settings)
-        with _timed(record, "weights"):
-            weights_dir = weights_task(cell, settings)
-        with _timed(record, "render"):
-            ctx = render_task(cell, matrix_file, settings, run_id)
-        record.pins, record.context_hash = ctx.pins, ctx.model.context_hash
-        repository = naming.full_repository(None, namespace, ctx.model.repository_name)
-        with _timed(record, "reference"):
-            against = reference_task(cell, matrix_file, settings)
-        with _timed(record, "key"):
-            record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings, against)
-            key = record.release_key = release_key.release_key(record.key_parts)
-            if registry_addr is not None and not force:
-                record.unchanged = released_before_task(cell, registry_addr, repository, key, settings)
-        if record.unchanged is not None:
-            record.status = "unchanged"
-            _log(f"unchanged: {record.unchanged.pull_ref} (tag {record.unchanged.tag}) is this release key")
-            return record
-        if not force:
-            resume_task(cell, record, settings, tag)
-        with _timed(record, "stack"):
-            record.stack = stack_task(cell, ctx, record.base, settings, namespace, registry_addr)
-        if record.image is None:
-            with _timed(record, "build"):
-                record.image = build_task(cell, ctx, record.stack, settings, repository, tag, key, force)
-            _checkpoint(record, settings)
-        if record.smoke is None:
-            with _timed(record, "smoke"):
-                record.smoke = smoke_task(cell, record.image, weights_dir, run_id, smoke_timeout_s)
-            _checkpoint(record, settings)
-        if not record.smoke.passed:
-            raise ServiceError(
-                f"smoke test failed: {record.smoke.error}\n--- container log (tail) ---\n"
-                + "\n".join(record.smoke.log.splitlines()[-25:]),
-                where=f"image {record.image.ref}",
-                fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
+    run_dir = record.directory(settings.results_dir)
+    with run_log(run_dir / report.RUN_LOG) as log_path:
+        progress.emit(run_logger(), CellStarted(cell=cell.slug, run_id=run_id, log=str(log_path)))
+        try:
+            with _timed(record, "queued"):
+                slot.enter_context(cell_slot())  # the fleet's limit on cells at once, where one is set
+            with _timed(record, "preflight"):
+                preflight_task(cell, matrix_file, settings)
+            with _timed(record, "registry"):
+                registry_addr = record.registry = registry_task(settings) if push else None
+            with _timed(record, "base"):
+                record.base = base_task(cell, settings)
+            with _timed(record, "weights"):
+                weights_dir = weights_task(cell, settings)
+            with _timed(record, "render"):
+                ctx = render_task(cell, matrix_file, settings, run_id)
+            record.pins, record.context_hash = ctx.pins, ctx.model.context_hash
+            repository = naming.full_repository(None, namespace, ctx.model.repository_name)
+            with _timed(record, "reference"):
+                against = reference_task(cell, matrix_file, settings)
+            with _timed(record, "key"):
+                record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings, against)
+                key = record.release_key = release_key.release_key(record.key_parts)
+                if registry_addr is not None and not force:
+                    record.unchanged = released_before_task(cell, registry_addr, repository, key, settings)
+            if record.unchanged is not None:
+                record.status = "unchanged"
+                _log(f"unchanged: {record.unchanged.pull_ref} (tag {record.unchanged.tag}) is this release key")
+                return record
+            if not force:
+                resume_task(cell, record, settings, tag)
+            with _timed(record, "stack"):
+                record.stack = stack_task(cell, ctx, record.base, settings, namespace, registry_addr)
+            if record.image is None:
+                with _timed(record, "build"):
+                    record.image = build_task(cell, ctx, record.stack, settings, repository, tag, key, force)
+                _checkpoint(record, settings)
+            if record.smoke is None:
+                with _timed(record, "smoke"):
+                    record.smoke = smoke_task(cell, record.image, weights_dir, run_id, smoke_timeout_s)
+                _checkpoint(record, settings)
+            if not record.smoke.passed:
+                raise ServiceError(
+                    f"smoke test failed: {record.smoke.error}\n--- container log (tail) ---\n"
+                    + "\n".join(record.smoke.log.splitlines()[-25:]),
+                    where=f"image {record.image.ref}",
+                    fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
+                )
+            if not record.bench:
+                record.flaggems_installed = flaggems_installed(cell)
+                with _timed(record, "bench"):
+                    record.bench = bench_task(cell, matrix_file, record.image, weights_dir, run_id, smoke_timeout_s)
+                _checkpoint(record, settings)
+            with _timed(record, "gate"):
+                record.gate, record.reference = gate_task(cell, record.bench, against)
+                record.compared_against = {name: score.against for name, score in record.reference.items()}
+            if not record.gate.release:
+                record.status = "gated"
+                raise GateFailed(
+                    f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
+                    where=f"image {record.image.ref} (kept locally)",
+                    fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
+                )
+            if registry_addr is not None:
+                aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
+                if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
+                    with _timed(record, "sbom"):
+                        record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, run_id)}
+                        parameters = {
+                            "registry": registry_addr,
+                            "repository": repository,
+                            "tag": tag,
+                            "aliases": aliases,
+                            "force": force,
+                            "bundle": bundle,
+                            "smoke_timeout_s": smoke_timeout_s,
+                        }
+                        inputs = provenance_inputs_task(
+                            matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
+                        )
+                with _timed(record, "push"):
+                    stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
+                    record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
+                    if defer_push:
+                        record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
+                    else:
+                        record.publish, record.attestations = push_task(
+                            record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir
+                        )
+            record.status = "released" if record.publish else "built"
+        except BaseException as err:  # Ctrl-C too: the record says how far the run got
+            record.status = "gated" if isinstance(err, GateFailed) else "failed"
+            record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
+            record.exit_code = err.exit_code if isinstance(err, FlagReleaseError) else 130
+            interrupted = not isinstance(err, FlagReleaseError)
+            if isinstance(err, FlagReleaseError):
+                err.record = record
+            raise
+        finally:
+            slot.close()
+            report.save_run(record, settings.results_dir)
+            # No uploads while the user is stopping us; an unchanged cell is no release to report.
+            if not interrupted and record.status != "unchanged":
+                record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
+            create_markdown_artifact(
+                key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
             )
-        if not record.bench:
-            record.flaggems_installed = flaggems_installed(cell)
-            with _timed(record, "bench"):
-                record.bench = bench_task(cell, matrix_file, record.image, weights_dir, run_id, smoke_timeout_s)
-            _checkpoint(record, settings)
-        with _timed(record, "gate"):
-            record.gate, record.reference = gate_task(cell, record.bench, against)
-            record.compared_against = {name: score.against for name, score in record.reference.items()}
-        if not record.gate.release:
-            record.status = "gated"
-            raise GateFailed(
-                f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
-                where=f"image {record.image.ref} (kept locally)",
-                fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
-            )
-        if registry_addr is not None:
-            aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
-            run_dir = record.directory(settings.results_dir)
-            if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
-                with _timed(record, "sbom"):
-                    record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, run_id)}
-                    parameters = {
-                        "registry": registry_addr,
-                        "repository": repository,
-                        "tag": tag,
-                        "aliases": aliases,
-                        "force": force,
-                        "bundle": bundle,
-                        "smoke_timeout_s": smoke_timeout_s,
-                    }
-                    inputs = provenance_inputs_task(
-                        matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
-                    )
-            with _timed(record, "push"):
-                stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
-                record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
-                if defer_push:
-                    record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
-                else:
-                    record.publish, record.attestations = push_task(
-                        record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir
-                    )
-        record.status = "released" if record.publish else "built"
-    except BaseException as err:  # Ctrl-C too: the record says how far the run got
-        record.status = "gated" if isinstance(err, GateFailed) else "failed"
-        record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
-        record.exit_code = err.exit_code if isinstance(err, FlagReleaseError) else 130
-        interrupted = not isinstance(err, FlagReleaseError)
-        if isinstance(err, FlagReleaseError):
-            err.record = record
-        raise
-    finally:
-        slot.close()
-        run_dir = report.save_run(record, settings.results_dir)
-        # No uploads while the user is stopping us; an unchanged cell is no release to report.
-        if not interrupted and record.status != "unchanged":
-            record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
-        create_markdown_artifact(
-            key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
-        )
+            progress.emit(run_logger(), CellFinished(cell=cell.slug, status=record.status))
     return record
 
 
@@ -485,4 +496,22 @@ def _summary_markdown(record: ReleaseRecord) -> str:
         ("gate", f"{record.gate.verdict}: {record.gate.reason}" if record.gate else "-"),
     ] + [(f"{stage} (s)", str(seconds)) for stage, seconds in record.timings.items()]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n"
+    return f"# {record.cell}\n\n| field | value |\n|---|---|\n{table}\n" + _gate_markdown(record)
+
+
+def _gate_markdown(record: ReleaseRecord) -> str:
+    """The gate's table, one row per check, as the terminal and the catalog show it."""
+    if record.gate is None:
+        return ""
+    against = record.compared_against
+    rows = [
+        f"| {v.benchmark} | {against.get(v.benchmark, '-')} | {v.diff:+.3f} | {v.se:.3f} ({v.se_method}) "
+        f"| **{v.verdict}** |"
+        for v in record.gate.accuracy
+    ] + [
+        f"| perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len} | native side of this run "
+        f"| out {p.level.output_throughput:.0%} / total {p.level.total_token_throughput:.0%} | - | **{p.verdict}** |"
+        for p in record.gate.perf
+    ]
+    head = "| check | compared against | candidate − reference | SE | verdict |\n|---|---|---|---|---|\n"
+    return f"\n## release gate: {record.gate.verdict}\n\n{record.gate.reason}\n\n{head}" + "\n".join(rows) + "\n"

@@ -24,15 +24,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flagrelease import fanout
+from flagrelease import catalog, fanout, progress
 from flagrelease.adapters.artifact_store import shared_store, store_from_settings
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import FlagReleaseError, ServiceError, ServiceUnavailable
 from flagrelease.fanout import CellOutcome, Unit
 from flagrelease.matrix import expand, find_matrix, load_matrix, select
+from flagrelease.progress import CellFinished, CellsPlanned
 from flagrelease.record import RECORD_FILE, ReleaseRecord, new_run_id
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
+from flagrelease.steps import catalog as catalog_step
 from flagrelease.steps import plan_bundle, publish, report
 from flows import fleet
 from flows.release_cell import one_cell, release_cell
@@ -60,12 +62,17 @@ def release_matrix(
     cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
     ensure_compatible(cells, matrix_file.compatibility, str(matrix_file.source))
     plan = fanout.units(cells, push=push)
+    logger = get_run_logger()
+    progress.emit(logger, CellsPlanned(cells=[cell.slug for unit in plan for cell in unit.cells]))
     options = {"registry": registry, "push": push, "smoke_timeout_s": smoke_timeout_s, "force": force}
     if fleet.api_url() and not local:
         outcomes = _in_fleet(plan, matrix_file, settings, options)
     else:
         outcomes = _in_process(plan, matrix_file, settings, options, jobs or matrix_file.fleet.jobs)
+    for outcome in outcomes:  # a set member's status is decided here, after its cell run ended
+        progress.emit(logger, CellFinished(cell=outcome.cell, status=outcome.status))
     _summarise(outcomes)
+    _catalog_artifact(settings)
     return outcomes
 
 
@@ -250,6 +257,22 @@ def _outcome(
         error=error,
         flow_run=url,
         record=record,
+    )
+
+
+def _catalog_artifact(settings: Settings) -> None:
+    """The latest qualified release per model x chip after this run, as a Prefect table artifact
+    (what `flagrelease catalog` publishes as a site). A store it cannot read costs the artifact,
+    not the run."""
+    try:
+        records, _ = catalog_step.catalog_records(settings, "s3" if settings.s3_url else "local")
+    except FlagReleaseError as err:
+        get_run_logger().warning(f"no release-catalog artifact: {err.render()}")
+        return
+    create_table_artifact(
+        table=catalog.table_rows(catalog.latest_qualified(records)),
+        key="release-catalog",
+        description="FlagRelease catalog: the latest qualified release of every model x chip",
     )
 
 

@@ -86,8 +86,10 @@ class Ledger:
             for record in records:
                 _put(conn, record)
 
-    def list(self, model: str | None = None, chip: str | None = None, qualified: bool | None = None) -> list[LedgerRow]:
-        """Releases, newest first; `qualified` keeps only released (True) or only other (False) runs."""
+    def records(
+        self, model: str | None = None, chip: str | None = None, qualified: bool | None = None
+    ) -> list[ReleaseRecord]:
+        """Whole records, newest first; `qualified` keeps only released (True) or only other (False) runs."""
         clauses, args = [], []
         for column, value in (("model", model), ("chip", chip)):
             if value is not None:
@@ -99,7 +101,11 @@ class Ledger:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._transaction() as conn:
             found = conn.execute(f"SELECT record FROM releases {where} ORDER BY started DESC, run_id DESC", args)
-            return [_row(ReleaseRecord.parse(text, str(self.path))) for (text,) in found]
+            return [ReleaseRecord.parse(text, str(self.path)) for (text,) in found]
+
+    def list(self, model: str | None = None, chip: str | None = None, qualified: bool | None = None) -> list[LedgerRow]:
+        """Releases, newest first, as rows; `qualified` as in `records`."""
+        return [_row(record) for record in self.records(model, chip, qualified)]
 
     def latest_qualified(self, model: str, chip: str) -> LedgerRow | None:
         rows = self.list(model=model, chip=chip, qualified=True)

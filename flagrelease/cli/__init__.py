@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from flagrelease.cli.bench import bench_app, gate_cmd
+from flagrelease.cli.catalog import catalog
 from flagrelease.cli.fleet import deploy, worker
 from flagrelease.cli.matrix import matrix_cmd, render, weights
 from flagrelease.cli.release import build, release
@@ -34,3 +35,4 @@ app.command("gate")(gate_cmd)
 app.add_typer(releases_app, name="releases")
 app.command()(card)
 app.command()(verify)
+app.command()(catalog)

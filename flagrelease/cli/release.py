@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -18,6 +21,7 @@ from flagrelease.cli.common import (
     JsonOpt,
     MatrixOpt,
     ModelOpt,
+    err_console,
     fail,
     out,
     planning,
@@ -26,6 +30,7 @@ from flagrelease.cli.common import (
     print_gate,
 )
 from flagrelease.cli.matrix import show_plan
+from flagrelease.cli.progress import live_progress, progress_mode
 from flagrelease.compat import ensure_compatible
 from flagrelease.errors import FlagReleaseError
 from flagrelease.fanout import CellOutcome
@@ -53,6 +58,12 @@ ForceOpt = typer.Option(
 JobsOpt = typer.Option(
     None, "--jobs", "-j", min=1, help="cells at once in this process (default: fleet.jobs in matrix.yaml)"
 )
+ProgressOpt = typer.Option(
+    "auto",
+    "--progress",
+    help="auto: a live display when stdout and stderr are terminals, else plain; "
+    "tty: the live display (one line per stage, or per cell in a matrix run); plain: every log line",
+)
 LocalOpt = typer.Option(
     False, "--local", help="run the cells in this process even when PREFECT_API_URL points at a fleet server"
 )
@@ -70,6 +81,7 @@ def build(
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
     force: bool = ForceOpt,
+    progress: str = ProgressOpt,
 ) -> None:
     """Build, smoke-test, benchmark, gate and push one cell per selected chip.
 
@@ -79,7 +91,7 @@ def build(
       flagrelease build --model tiny-llama --chip cpu
       flagrelease build --model qwen3-4b --chip ascend --registry harbor.example.com --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force, progress)
 
 
 def release(
@@ -94,6 +106,7 @@ def release(
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
     force: bool = ForceOpt,
+    progress: str = ProgressOpt,
 ) -> None:
     """Release the whole matrix (or the cells matching --model/--chip).
 
@@ -105,13 +118,16 @@ def release(
       flagrelease release --chip ascend --registry harbor.example.com
       flagrelease release --jobs 2 --json
     """
-    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force)
+    _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force, progress)
 
 
-def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force) -> None:
+def _release_cells(
+    model, chip, matrix, registry, push, smoke_timeout, jobs, local, dry_run, as_json, force, progress
+) -> None:
     with planning():
         try:
             positive(smoke_timeout, "--smoke-timeout")
+            mode = progress_mode(progress, sys.stdout.isatty(), sys.stderr.isatty())
             load_settings(registry=registry)  # --registry and every FLAGRELEASE_* setting, before anything runs
             matrix_file = load_matrix(find_matrix(matrix))
             cells = select(matrix_file, chip=chip, model=model) if chip or model else expand(matrix_file)
@@ -126,20 +142,24 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
+    from flows.console_logging import HideHandledFailures
     from flows.release_matrix import release_matrix
 
     try:
-        outcomes = release_matrix(
-            model=model,
-            chip=chip,
-            matrix=str(matrix_file.source),
-            registry=registry,
-            push=push,
-            smoke_timeout_s=smoke_timeout,
-            jobs=jobs,
-            local=local,
-            force=force,
-        )
+        # --progress tty asked for on a stream that is no terminal: draw all the same.
+        console = err_console if err_console.is_terminal else Console(stderr=True, markup=False, force_terminal=True)
+        with live_progress(console, HideHandledFailures()) if mode == "tty" else nullcontext():
+            outcomes = release_matrix(
+                model=model,
+                chip=chip,
+                matrix=str(matrix_file.source),
+                registry=registry,
+                push=push,
+                smoke_timeout_s=smoke_timeout,
+                jobs=jobs,
+                local=local,
+                force=force,
+            )
     except FlagReleaseError as err:
         fail(err, as_json)
     if as_json:

@@ -31,6 +31,8 @@ from flagrelease.validation import config_error
 
 SMOKE_LOG = "smoke.log"
 PLOT = "perf.png"
+# Every line of the run (flows/run_log.py writes it while the run goes on).
+RUN_LOG = "run.log"
 
 
 def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
@@ -57,6 +59,8 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
         files["plot"] = PLOT
     for kind, attestation in record.attestations.items():
         files[kind] = attestation.file  # written by the supply-chain step when it was made
+    if (out / RUN_LOG).is_file():
+        files["log"] = RUN_LOG
     record.files = files
     record.save(out)
     return out

@@ -191,7 +191,7 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
     # on the interval of its five pairs (bench/perf_gate_power.py counts how often it PASSes).
     for level in typed.gate.perf:
         assert level.verdict != "FAIL" and level.ci_low is not None and level.ci_high is not None, level.reason
-        assert level.threshold == 0.8 and len(level.level.pair_ratios) == 5
+        assert level.threshold == 0.8 and 5 <= len(level.level.pair_ratios) <= 10
     card = (run_dir / "card.md").read_text()
     assert f"[{typed.gate.perf[0].ci_low:.3f}, {typed.gate.perf[0].ci_high:.3f}]" in card
 

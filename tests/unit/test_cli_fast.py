@@ -128,3 +128,19 @@ def test_a_matrix_with_two_cells_of_one_name_exits_2_before_anything_runs(tmp_pa
     assert proc.returncode == 2
     assert "qwen3-4b x ascend-a2 and qwen3-4b x ascend-a3 would get the same image name" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unknown_progress_mode_stops_the_build_before_prefect(tmp_path):
+    proc = run_cli("build", "--model", "tiny-llama", "--chip", "cpu", "--progress", "fancy", home=tmp_path)
+    assert proc.returncode == 2
+    assert "--progress 'fancy' is not one of auto, tty, plain" in proc.stderr
+    assert "Traceback" not in proc.stderr and "prefect" not in proc.stderr.lower()
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_empty_catalog_is_a_page_that_says_so(tmp_path):
+    proc = run_cli("catalog", "--out", str(tmp_path / "site"), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "catalog of 0 release(s)" in proc.stdout
+    assert 'id="empty"' in (tmp_path / "site/index.html").read_text()
+    assert (tmp_path / "site/catalog.md").read_text().count("\n") == 2
