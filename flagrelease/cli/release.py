@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +26,7 @@ from flagrelease.cli.common import (
 )
 from flagrelease.cli.matrix import show_plan
 from flagrelease.compat import ensure_compatible
-from flagrelease.errors import FlagReleaseError
+from flagrelease.errors import FlagReleaseError, Interrupted
 from flagrelease.fanout import CellOutcome
 from flagrelease.matrix import expand, find_matrix, load_matrix, select
 from flagrelease.plan import plan
@@ -124,9 +123,11 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The embedded server's start needs more than Prefect's 20 s on a busy 2-core build host.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
+    from flows import stopping
     from flows.release_matrix import release_matrix
+
+    stopping.install()  # SIGTERM (a cancelled CI job) and SIGINT stop every cell cleanly
 
     try:
         outcomes = release_matrix(
@@ -142,6 +143,8 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
         )
     except FlagReleaseError as err:
         fail(err, as_json)
+    except KeyboardInterrupt as stop:
+        _stopped(stop, as_json)
     if as_json:
         print(json.dumps([_summary(o) for o in outcomes], indent=2))
     else:
@@ -153,8 +156,17 @@ def _release_cells(model, chip, matrix, registry, push, smoke_timeout, jobs, loc
         raise typer.Exit(code)
 
 
-def _interrupt(signum, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _stopped(stop: KeyboardInterrupt, as_json: bool) -> None:
+    """A signal stopped the run after its cells cleaned up: say so, exit 128 + the signal."""
+    interrupt = type(stop) if isinstance(stop, Interrupted) else Interrupted
+    problem = (
+        f"stopped by {interrupt.signal_name}: the running cells removed their containers, staging tags "
+        "and unfinished release tags; their records say `interrupted`"
+    )
+    if as_json:
+        print(json.dumps({"status": "interrupted", "error": problem, "exit_code": interrupt.exit_code}))
+    print_error(problem)
+    raise typer.Exit(interrupt.exit_code)
 
 
 def _summary(outcome: CellOutcome) -> dict:

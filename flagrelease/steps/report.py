@@ -9,6 +9,7 @@ local copy stays and the result says what failed.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from flagrelease.adapters.artifact_store import publish_artifacts, store_from_settings
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
-from flagrelease.errors import ConfigError
+from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.input_files import read_text
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.record import RECORD_FILE, ReleaseRecord
@@ -34,8 +35,25 @@ PLOT = "perf.png"
 
 
 def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
-    """Write the run's raw results and its release.json; the run directory."""
+    """Write the run's raw results and its release.json; the run directory.
+
+    A disk that cannot take them (full, read-only) is a ServiceError naming the directory."""
     out = record.directory(results_dir)
+    try:
+        _write_run(record, out)
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise ServiceError(
+            f"cannot write the run's results to {out}: {err.strerror or err}",
+            where=str(out),
+            fix="free space on that disk, then run again (the run resumes)"
+            if full
+            else "make FLAGRELEASE_HOME writable, then run again",
+        ) from None
+    return out
+
+
+def _write_run(record: ReleaseRecord, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     if record.smoke is not None:
@@ -57,7 +75,6 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
         files["plot"] = PLOT
     record.files = files
     record.save(out)
-    return out
 
 
 def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:

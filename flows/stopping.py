@@ -1,0 +1,96 @@
+"""SIGTERM and SIGINT stop a release the way Ctrl-C stops a one-threaded program.
+
+Python runs signal handlers in the main thread only, but cells run in the task runner's
+threads (several at once with --jobs): left alone, a cell would go on building, serving
+and pushing while the main thread exits, and the process's exit would wait for it or,
+killed harder, orphan its containers. So the handler raises the interrupt in the main
+thread and in every thread running a cell. There it unwinds through the cell's own
+cleanup: `finally` blocks remove containers and staging tags, roll back a release tag
+that has no key tag yet, and save the record as `interrupted`.
+
+An interrupt raised in another thread lands at its next bytecode: within a fraction of a
+second for a cell polling a container, reading a build log or a push stream, or running
+a benchmark's event loop. The registry of cell threads is process-wide because signals
+are; nothing else is kept here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flagrelease.errors import Interrupted, Terminated
+
+# How long the cleanup after a signal may take before the process ends regardless (the next
+# run of the cell reaps what is left): a cell thread blocked in a call that does not return.
+GRACE_SECONDS = 60.0
+
+_lock = threading.Lock()
+_cells: dict[int, bool] = {}  # thread ident -> already interrupted
+_stopping = threading.Event()
+
+
+def install() -> None:
+    """Handle SIGTERM and SIGINT from here on: the first stops the run cleanly; a second, or
+    cleanup still going after GRACE_SECONDS, ends the process at once."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+def _on_signal(signum: int, _frame) -> None:
+    interrupt = Terminated if signum == signal.SIGTERM else Interrupted
+    if _stopping.is_set():
+        _end_now(interrupt, "a second signal")
+    _stopping.set()
+    timer = threading.Timer(
+        GRACE_SECONDS, _end_now, args=(interrupt, f"cleanup still running after {GRACE_SECONDS:g} s")
+    )
+    timer.daemon = True
+    timer.start()
+    stop_cells(interrupt)
+    raise interrupt(f"stopped by {interrupt.signal_name}")
+
+
+def _end_now(interrupt: type[Interrupted], why: str) -> None:
+    sys.stderr.write(
+        f"error: stopped by {interrupt.signal_name}; {why}: ending now. The next run of the cell removes "
+        "the containers this one left.\n"
+    )
+    sys.stderr.flush()
+    os._exit(interrupt.exit_code)
+
+
+@contextmanager
+def stoppable() -> Iterator[None]:
+    """Mark the current thread as running a cell while the block runs."""
+    ident = threading.get_ident()
+    with _lock:
+        _cells[ident] = False
+    try:
+        yield
+    finally:
+        with _lock:
+            interrupted = _cells.pop(ident, False)
+        if interrupted:
+            # The steps ended before a pending interrupt landed: drop it, so it does not
+            # break the record's saving that follows (the main thread stops the run anyway).
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+
+
+def stop_cells(interrupt: type[Interrupted]) -> int:
+    """Raise `interrupt` in every thread running a cell (once each); how many there were."""
+    main = threading.main_thread().ident
+    stopped = 0
+    with _lock:
+        for ident, done in _cells.items():
+            if done or ident == main:
+                continue
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(interrupt))
+            _cells[ident] = True
+            stopped += 1
+    return stopped
