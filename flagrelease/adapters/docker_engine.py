@@ -269,11 +269,14 @@ def containers_owned_by(client: docker.DockerClient, owner: str) -> list[str]:
 def remove_containers_of_others(client: docker.DockerClient, cell: str, home: str, run_id: str) -> list[str]:
     """Remove the containers of `cell` started from state directory `home` by runs other
     than `run_id` (the caller holds the cell's lock: those runs are dead); their names."""
-    found = client.containers.list(all=True, filters={"label": [f"{CELL_LABEL}={cell}", f"{HOME_LABEL}={home}"]})
+    # sparse: the list's own fields, without inspecting each container (one may go meanwhile).
+    found = client.containers.list(
+        all=True, sparse=True, filters={"label": [f"{CELL_LABEL}={cell}", f"{HOME_LABEL}={home}"]}
+    )
     removed = []
     for container in found:
-        if container.labels.get(OWNER_LABEL) != run_id:
+        if container.attrs["Labels"].get(OWNER_LABEL) != run_id:
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-            removed.append(container.name)
+                client.api.remove_container(container.id, force=True)
+            removed.append(container.attrs["Names"][0].lstrip("/"))
     return removed

@@ -160,8 +160,8 @@ def _stopped(stop: KeyboardInterrupt, as_json: bool) -> None:
     """A signal stopped the run after its cells cleaned up: say so, exit 128 + the signal."""
     interrupt = type(stop) if isinstance(stop, Interrupted) else Interrupted
     problem = (
-        f"stopped by {interrupt.signal_name}: the running cells removed their containers, staging tags "
-        "and unfinished release tags; their records say `interrupted`"
+        f"stopped by {interrupt.signal_name}: every running cell removed its containers and unfinished "
+        "release or staging tags, and its record says `interrupted` (a cell already reporting finished that)"
     )
     if as_json:
         print(json.dumps({"status": "interrupted", "error": problem, "exit_code": interrupt.exit_code}))
