@@ -2,15 +2,16 @@
 
 Python runs signal handlers in the main thread only, but cells run in the task runner's
 threads (several at once with --jobs): left alone, a cell would go on building, serving
-and pushing while the main thread exits, and the process's exit would wait for it or,
-killed harder, orphan its containers. So the handler raises the interrupt in the main
-thread and in every thread running a cell. There it unwinds through the cell's own
-cleanup: `finally` blocks remove containers and staging tags, roll back a release tag
-that has no key tag yet, and save the record as `interrupted`.
+and pushing while the main thread waits for it, and a harder kill would orphan its
+containers. So the interrupt raised in the main thread (by the handler here, or by
+Prefect's own SIGTERM handler while a flow runs) is raised again, where the matrix flow
+waits for its cells, in every thread running a cell. There it unwinds through the cell's
+own cleanup: `finally` blocks remove containers, kill a running build, delete a release
+or staging tag that has no key tag yet, and save the record as `interrupted`.
 
 An interrupt raised in another thread lands at its next bytecode: within a fraction of a
 second for a cell polling a container, reading a build log or a push stream, or running
-a benchmark's event loop. The registry of cell threads is process-wide because signals
+a benchmark's event loop. The record of cell threads is process-wide because signals
 are; nothing else is kept here.
 """
 
@@ -24,6 +25,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from prefect.exceptions import TerminationSignal
+
 from flagrelease.errors import Interrupted, Terminated
 
 # How long the cleanup after a signal may take before the process ends regardless (the next
@@ -32,27 +35,24 @@ GRACE_SECONDS = 60.0
 
 _lock = threading.Lock()
 _cells: dict[int, bool] = {}  # thread ident -> already interrupted
-_stopping = threading.Event()
+_handled = threading.Event()  # this handler saw a signal: the next one ends the process
+_armed = threading.Event()  # the grace timer runs
 
 
 def install() -> None:
-    """Handle SIGTERM and SIGINT from here on: the first stops the run cleanly; a second, or
-    cleanup still going after GRACE_SECONDS, ends the process at once."""
+    """Handle SIGTERM and SIGINT from here on: the first raises the interrupt in the main
+    thread (where the matrix flow waits for its cells and passes it on, `stop_cells`); a
+    second ends the process at once. While a flow runs, Prefect's engine takes SIGTERM over
+    (its TerminationSignal) and hands it back to this handler when the flow has unwound."""
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
 
 def _on_signal(signum: int, _frame) -> None:
     interrupt = Terminated if signum == signal.SIGTERM else Interrupted
-    if _stopping.is_set():
+    if _handled.is_set():
         _end_now(interrupt, "a second signal")
-    _stopping.set()
-    timer = threading.Timer(
-        GRACE_SECONDS, _end_now, args=(interrupt, f"cleanup still running after {GRACE_SECONDS:g} s")
-    )
-    timer.daemon = True
-    timer.start()
-    stop_cells(interrupt)
+    _handled.set()
     raise interrupt(f"stopped by {interrupt.signal_name}")
 
 
@@ -63,6 +63,17 @@ def _end_now(interrupt: type[Interrupted], why: str) -> None:
     )
     sys.stderr.flush()
     os._exit(interrupt.exit_code)
+
+
+def interrupt_of(err: BaseException) -> type[Interrupted] | None:
+    """The interrupt a signal raised as `err`, or None when `err` is no signal's."""
+    if isinstance(err, Interrupted):
+        return type(err)
+    if isinstance(err, TerminationSignal):
+        return Terminated
+    if isinstance(err, KeyboardInterrupt):
+        return Interrupted
+    return None
 
 
 @contextmanager
@@ -82,15 +93,23 @@ def stoppable() -> Iterator[None]:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
-def stop_cells(interrupt: type[Interrupted]) -> int:
-    """Raise `interrupt` in every thread running a cell (once each); how many there were."""
-    main = threading.main_thread().ident
-    stopped = 0
+def stop_cells(err: BaseException) -> None:
+    """Where the main thread waits for cells: when `err` is a signal's, raise it in every
+    thread running a cell (once each), and end the process if their cleanup is still
+    running after GRACE_SECONDS."""
+    interrupt = interrupt_of(err)
+    if interrupt is None:
+        return
     with _lock:
+        if not _armed.is_set():
+            _armed.set()
+            why = f"cleanup still running after {GRACE_SECONDS:g} s"
+            timer = threading.Timer(GRACE_SECONDS, _end_now, args=(interrupt, why))
+            timer.daemon = True
+            timer.start()
+        main = threading.main_thread().ident
         for ident, done in _cells.items():
             if done or ident == main:
                 continue
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(interrupt))
             _cells[ident] = True
-            stopped += 1
-    return stopped
