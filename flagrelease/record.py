@@ -104,10 +104,17 @@ class ReleaseRecord(BaseModel):
         return self.model_dump_json(exclude=_RAW, indent=2) + "\n"
 
     def save(self, run_dir: Path) -> Path:
-        """Write release.json into the run's directory (created if needed)."""
+        """Write release.json into the run's directory (created if needed), whole or not at all:
+        a full disk or a kill mid-write leaves the previous version, never a torn file."""
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / RECORD_FILE
-        path.write_text(self.to_json())
+        partial = run_dir / f".{RECORD_FILE}.partial"
+        try:
+            partial.write_text(self.to_json())
+            partial.replace(path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

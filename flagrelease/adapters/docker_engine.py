@@ -235,9 +235,18 @@ def running_container(
     except docker.errors.APIError as err:
         raise ServiceError(f"cannot start container from {image}: {err.explanation or err}") from None
     finally:
-        if container is not None:
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+        # By name: an interrupt may land after dockerd created the container but before `run`
+        # returned it. Removal finishes even when the interrupt lands during it.
+        try:
+            _remove(client, name)
+        except KeyboardInterrupt:
+            _remove(client, name)
+            raise
+
+
+def _remove(client: docker.DockerClient, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_container(name, force=True)
 
 
 def published_port(container, container_port: int) -> int:

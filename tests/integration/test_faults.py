@@ -181,14 +181,30 @@ def test_wrong_registry_credentials(tmp_path, released, prefect_env, docker_clie
 
 
 class PrivateDockerd:
-    """A second dockerd of this test's own (socket, data root, exec root, pid file; no bridge,
-    no iptables), so that restarting it touches nobody else's containers or builds."""
+    """A second dockerd of this test's own (socket, data root, exec root, pid file, a bridge of
+    its own, no iptables), so that restarting it touches nobody else's containers or builds.
+
+    Not `--bridge=none`: a dockerd started so deletes the host's `docker0` interface (moby's
+    removeDefaultBridgeInterface), which cuts every other container on the machine off."""
 
     def __init__(self, root: Path):
         self.root = root
         self.socket = root / "docker.sock"
         self.host = f"unix://{self.socket}"
+        self.bridge = f"frd{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen | None = None
+
+    def create_bridge(self) -> None:
+        subnet = f"10.250.{uuid.uuid4().int % 250}.1/24"
+        for command in (
+            ["ip", "link", "add", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", subnet, "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
+            subprocess.run(command, check=True, capture_output=True)
+
+    def delete_bridge(self) -> None:
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
     def start(self) -> PrivateDockerd:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -200,7 +216,7 @@ class PrivateDockerd:
                     f"--data-root={self.root / 'data'}",
                     f"--exec-root={self.root / 'exec'}",
                     f"--pidfile={self.root / 'dockerd.pid'}",
-                    "--bridge=none",
+                    f"--bridge={self.bridge}",
                     "--iptables=false",
                     "--ip-masq=false",
                 ],
@@ -234,26 +250,42 @@ class PrivateDockerd:
 
 
 @pytest.fixture
-def private_dockerd(tmp_path):
-    daemon = PrivateDockerd(Path("/tmp") / f"fr-dockerd-{uuid.uuid4().hex[:8]}").start()  # short socket path
-    yield daemon
-    daemon.stop()
-    shutil.rmtree(daemon.root, ignore_errors=True)
+def private_dockerd():
+    daemon = PrivateDockerd(Path("/tmp") / f"fr-dockerd-{uuid.uuid4().hex[:8]}")  # a short socket path
+    daemon.create_bridge()
+    try:
+        yield daemon.start()
+    finally:
+        daemon.stop()
+        daemon.delete_bridge()
+        shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 def test_dockerd_restarted_during_a_build(private_dockerd, tmp_path, released, registry, prefect_env, docker_client):
     """The private dockerd is restarted when the model image's build starts: the build fails,
-    the run exits 3 naming the build, leaves no container on either dockerd and pushes nothing."""
-    base = docker_client.images.get(released["stack"]["ref"]).labels["org.opencontainers.image.base.name"]
-    saved = subprocess.run(
+    the run exits 3 naming the build, leaves no container on either dockerd and pushes nothing.
+
+    The new dockerd gets the base image by `docker save | docker load` and the chip stack
+    from the registry (copied into the run's namespace with skopeo), as a fresh host would."""
+    base = docker_client.images.get(released["stack"]["image_id"]).labels["org.opencontainers.image.base.name"]
+    loaded = subprocess.run(
         f"docker save {base} | DOCKER_HOST={private_dockerd.host} docker load",
         shell=True,
         capture_output=True,
         text=True,
         timeout=WAIT,
     )
-    assert saved.returncode == 0, saved.stderr
+    assert loaded.returncode == 0, loaded.stderr
     run = FaultRun(tmp_path / "fault", registry.address, env=dict(prefect_env) | {"DOCKER_HOST": private_dockerd.host})
+    stack = released["stack"]["ref"].split("/", 1)[1]  # namespace/name:key-… -> name:key-…
+    copied = subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false"]
+        + [f"docker://{registry.address}/flagrelease/{stack}", f"docker://{registry.address}/{run.namespace}/{stack}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert copied.returncode == 0, copied.stderr
     marker = run.root / "stage"
     proc = run.start(command=[*DRIVER, "build", str(marker)])
     wait_for(marker.exists, "build stage", proc)
@@ -262,6 +294,7 @@ def test_dockerd_restarted_during_a_build(private_dockerd, tmp_path, released, r
     output = finish(proc, run)
     assert "docker build failed" in output or "cannot reach the Docker Engine" in output, output[-3000:]
     record = run.record()
+    assert record.stack is not None and record.stack.origin == "pulled"
     assert record.status == "failed" and record.image is None
     check_invariants(run, docker_client, output, exit_code=3, returncode=proc.returncode)
     check_invariants(run, private_dockerd.client(), output, exit_code=3, returncode=proc.returncode)
