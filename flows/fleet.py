@@ -75,12 +75,14 @@ def cell_slot(cell: str, *, one_run_per_cell: bool) -> Iterator[None]:
     `one_run_per_cell` (a fleet): also hold the cell's own limit of one, so a second run of
     the cell on another host waits for the first instead of pushing over it (on one host the
     cell lock, adapters/cell_lock.py, refuses it). Created on first use: a matrix of many
-    cells needs no limit per cell before one runs. Its lease expires when a worker dies."""
+    cells needs no limit per cell before one runs."""
     names = [CELL_LIMIT]
     if one_run_per_cell:
         with get_client(sync_client=True) as client:
             names.append(ensure_one_run_limit(client, cell))
-    with concurrency(names, occupy=1, strict=False):
+    # A slot is leased, renewed while the run lives: a run killed outright frees it when the
+    # lease runs out. 60 s, Prefect's shortest, is how long the next run of the cell waits then.
+    with concurrency(names, occupy=1, strict=False, lease_duration=60):
         yield
 
 

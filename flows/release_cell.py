@@ -173,10 +173,13 @@ def build_task(
 
 
 @task(name="reap", cache_policy=NO_CACHE)
-def reap_task(cell: Cell, home: str, run_id: str) -> None:
-    """Containers of dead runs of this cell (this run holds the cell's lock, so no other lives)."""
+def reap_task(cell: Cell, settings: Settings, home: str, run_id: str) -> None:
+    """What dead runs of this cell left (this run holds the cell's lock, so no other lives):
+    their containers, and records still saying `running`, which now say `interrupted`."""
     for name in docker_engine.remove_containers_of_others(docker_engine.connect(), cell.slug, home, run_id):
         get_run_logger().warning(f"removed {name}, left behind by an earlier run of {cell.slug} that was killed")
+    for dead in report.mark_dead_runs(settings.results_dir, cell.slug, run_id):
+        get_run_logger().warning(f"run {dead} of {cell.slug} was killed before it ended: its record says interrupted")
 
 
 @task(name="smoke", cache_policy=NO_CACHE)
@@ -331,7 +334,7 @@ def release_cell(
                 slot.enter_context(cell_slot(cell.slug, one_run_per_cell=fleet.api_url() is not None))
             with _timed(record, "preflight"):
                 preflight_task(cell, matrix_file, settings)
-                reap_task(cell, home, run_id)
+                reap_task(cell, settings, home, run_id)
             with _timed(record, "registry"):
                 registry_addr = registry_task(settings) if push else None
             record.registry = registry_addr

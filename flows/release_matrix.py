@@ -80,6 +80,7 @@ def _in_process(
             for lane in fanout.lanes(plan)
         ]
         try:
+            stopping.wait_awake([future.wrapped_future for future in futures])
             done = {o.cell: o for future in futures for o in future.result()}
         except BaseException as err:  # SIGTERM / SIGINT: the cells' threads stop too, and clean up
             stopping.stop_cells(err)

@@ -17,6 +17,7 @@ are; nothing else is kept here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
 import signal
@@ -63,6 +64,15 @@ def _end_now(interrupt: type[Interrupted], why: str) -> None:
     )
     sys.stderr.flush()
     os._exit(interrupt.exit_code)
+
+
+def wait_awake(futures: list[concurrent.futures.Future]) -> None:
+    """Wait for `futures`, waking every half second. The kernel may deliver a signal to any
+    thread; Python then runs its handler in the main thread only when that thread next runs
+    Python code, which a wait without a timeout would postpone until the cells are done."""
+    pending = set(futures)
+    while pending:
+        _, pending = concurrent.futures.wait(pending, timeout=0.5)
 
 
 def interrupt_of(err: BaseException) -> type[Interrupted] | None:

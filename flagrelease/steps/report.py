@@ -53,6 +53,26 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
     return out
 
 
+def mark_dead_runs(results_dir: Path, cell_slug: str, run_id: str) -> list[str]:
+    """Records of `cell_slug` other than `run_id` that still say `running`: their runs died
+    without a word (kill -9, a lost host). The caller holds the cell's lock, so none of them
+    lives; each now says `interrupted` (resumable as before). Their run ids."""
+    dead = []
+    for path in sorted((results_dir / cell_slug).glob(f"*/{RECORD_FILE}")):
+        try:
+            record = ReleaseRecord.load(path)
+        except ConfigError:
+            continue  # torn or unreadable: nothing to say about it
+        if record.status != "running" or record.run_id == run_id:
+            continue
+        record.status = "interrupted"
+        record.error = "the run was killed before it ended (nothing cleaned up after it until the next run)"
+        record.exit_code = 137
+        record.save(path.parent)
+        dead.append(record.run_id)
+    return dead
+
+
 def _write_run(record: ReleaseRecord, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = {}

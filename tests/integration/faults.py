@@ -138,7 +138,7 @@ def _registry_holds_only_releases(run: FaultRun, login: tuple[str, str] | None) 
     accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
     with httpx.Client(base_url=f"http://{run.registry}/v2", auth=login, headers=accept, timeout=10) as api:
         ours = [r for r in _catalog(api) if r.startswith(f"{run.namespace}/")]
-        tags = {r: api.get(f"/{r}/tags/list").raise_for_status().json().get("tags") or [] for r in ours}
+        tags = {r: _tags(api, r) for r in ours}
         digests = {
             (r, t): api.head(f"/{r}/manifests/{t}").headers.get("Docker-Content-Digest") for r in ours for t in tags[r]
         }
@@ -152,6 +152,14 @@ def _registry_holds_only_releases(run: FaultRun, login: tuple[str, str] | None) 
             continue  # a chip stack's key tag marks the stack, not a release
         for tag in (t for t in found if t.startswith("key-")):
             assert digests[repository, tag] in released_digests, f"{repository}:{tag} marks no recorded release"
+
+
+def _tags(api: httpx.Client, repository: str) -> list[str]:
+    """A repository whose every manifest was deleted (a rolled-back push) answers 404."""
+    response = api.get(f"/{repository}/tags/list")
+    if response.status_code == 404:
+        return []
+    return response.raise_for_status().json().get("tags") or []
 
 
 def _catalog(api: httpx.Client) -> list[str]:

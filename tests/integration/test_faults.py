@@ -437,7 +437,8 @@ def test_ctrl_c_in_a_terminal(fault, docker_client):
 
 def test_a_killed_run_is_reaped_by_the_next(fault, docker_client):
     """kill -9 of the whole run while a bench container serves: nothing cleans up then; the
-    next run of the cell removes the dead run's container, says so, and releases."""
+    next run of the cell removes the dead run's container, marks its record `interrupted`
+    (it said `running`), says so, and releases."""
     marker = fault.root / "stage"
     proc = fault.start(command=[*DRIVER, "bench", str(marker)])
     wait_for(marker.exists, "bench stage", proc)
@@ -451,6 +452,8 @@ def test_a_killed_run_is_reaped_by_the_next(fault, docker_client):
     output = rerun.stdout + rerun.stderr
     for orphan in orphans:
         assert f"removed {orphan}, left behind by an earlier run" in output, output[-3000:]
+    assert sorted(r.status for r in fault.records()) == ["interrupted", "released"]
+    assert "was killed before it ended: its record says interrupted" in output
     check_invariants(fault, docker_client, output, exit_code=0, returncode=rerun.returncode)
 
 
