@@ -66,6 +66,7 @@ def trial(work: Path, slowed: bool) -> dict:
             "verdict": p["verdict"],
             "ratio": p["level"]["output_throughput"],
             "ci": [p["ci_low"], p["ci_high"]],
+            "pairs": len(p["level"]["pair_ratios"]),
         }
         for p in record["gate"]["perf"]
     ]
@@ -103,6 +104,7 @@ def main() -> None:
     report = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
         "identical": Counter(t["gate"] for t in trials if not t["slowed"]),
         "slowed": Counter(t["gate"] for t in trials if t["slowed"]),
         "trials": trials,

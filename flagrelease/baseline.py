@@ -1,7 +1,10 @@
 """Reference-stack baselines as data: scores with their n and, where kept, per-question results.
 
-A model's baseline is named by `models.<m>.bench.reference` (relative to matrix.yaml);
-`reference_for` is the one place that resolves it.
+A model's reference is named by `models.<m>.bench.reference`: a published baseline file
+(relative to matrix.yaml; numbers typed from a card) or a released cell of the matrix.
+`steps/reference.py` resolves either into a `Reference`, what the gate compares with;
+`reference_for` loads the published file alone (for cards of records that predate
+`ReleaseRecord.reference`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from flagrelease.errors import ConfigError, excerpt
 from flagrelease.input_files import load_yaml, read_text
-from flagrelease.results import BenchScore
+from flagrelease.results import BenchScore, ReferenceScore
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.validation import config_error
 
@@ -21,6 +24,7 @@ from flagrelease.validation import config_error
 class BaselineEntry(BaseModel):
     score: float
     n: int
+    samples: int = 1  # the card's score is avg@k over k samples per question
     note: str = ""
     per_question: str | None = None  # JSONL of {"id", "correct"} next to the baseline file
 
@@ -44,10 +48,20 @@ def load_baseline(path: Path) -> Baseline:
     return baseline.model_copy(update={"directory": path.parent})
 
 
+class Reference(BaseModel):
+    """What a cell's accuracy is gated against, resolved: per benchmark its scores (with
+    per-question results where they exist) and what they trace to. `digest` covers every
+    file the numbers come from; it is part of the release key."""
+
+    scores: dict[str, BenchScore]
+    trace: dict[str, ReferenceScore]
+    digest: str
+
+
 def reference_for(cell: Cell, matrix: MatrixFile) -> Baseline | None:
-    """The reference-stack baseline a cell's model is gated against, if it names one."""
+    """The published baseline a cell's model is gated against, if it names one."""
     reference = cell.model.bench.reference
-    if reference is None:
+    if not isinstance(reference, str):
         return None
     assert matrix.source is not None, "a loaded matrix knows its file"
     return load_baseline(matrix.source.parent / reference)
@@ -67,4 +81,4 @@ def bench_score(baseline: Baseline, name: str) -> BenchScore:
                 where=str(path),
                 fix='one JSON object per line: {"id": ..., "correct": 0 or 1}',
             ) from None
-    return BenchScore(score=entry.score, n=entry.n, per_question=per_question)
+    return BenchScore(score=entry.score, n=entry.n, per_question=per_question, samples=entry.samples)

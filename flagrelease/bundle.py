@@ -43,7 +43,8 @@ def files_of(matrix: MatrixFile, models: Iterable[str]) -> dict[str, Path]:
         where = f"{matrix.source}: models.{model_id}.bench"
         # Absolute dataset paths are host data, like weights: each chip host provides its own.
         referred = [root / a.path for a in bench.accuracy if not Path(a.path).is_absolute()]
-        if bench.reference:
+        # A released reference is read from the ledger and the artifact store, not from files.
+        if isinstance(bench.reference, str):
             referred.append(root / bench.reference)
             referred += _baseline_files(root / bench.reference)
         for path in referred:

@@ -39,13 +39,20 @@ class Unit(BaseModel):
 
 def units(cells: list[Cell], *, push: bool) -> list[Unit]:
     """Cells grouped into multi-arch sets (same model and pins but the arch), in matrix order.
+    A set only groups cells whose arches differ: two cells of one arch and one set key share
+    an image name, which loading a matrix refuses (name_clash.py); here they stay apart.
     Without a push there is nothing to publish together: every cell is its own unit."""
     if not push:
         return [Unit(cells=[cell]) for cell in cells]
-    groups: dict[str, list[Cell]] = {}
+    groups: list[tuple[str, list[Cell]]] = []
     for cell in cells:
-        groups.setdefault(naming.set_key(cell), []).append(cell)
-    return [Unit(cells=group) for group in groups.values()]
+        key = naming.set_key(cell)
+        group = next((g for k, g in groups if k == key and cell.chip.arch not in {c.chip.arch for c in g}), None)
+        if group is None:
+            groups.append((key, [cell]))
+        else:
+            group.append(cell)
+    return [Unit(cells=group) for _, group in groups]
 
 
 def lanes(plan: list[Unit]) -> list[list[Unit]]:

@@ -16,7 +16,18 @@ from pydantic import ValidationError
 
 from flagrelease.errors import ConfigError, did_you_mean, excerpt
 from flagrelease.input_files import load_yaml
-from flagrelease.schema import Cell, CellOverrides, Chip, ExcludeEntry, IncludeEntry, MatrixAxes, MatrixFile, Model
+from flagrelease.name_clash import check_unique_names
+from flagrelease.schema import (
+    Cell,
+    CellOverrides,
+    Chip,
+    ExcludeEntry,
+    IncludeEntry,
+    MatrixAxes,
+    MatrixFile,
+    Model,
+    ReleasedReference,
+)
 from flagrelease.validation import config_error
 
 AXES = ("chip", "model")
@@ -47,6 +58,9 @@ def load_matrix(path: Path) -> MatrixFile:
         raise config_error(err, MatrixFile, what="matrix entry", where=str(path), fix=SCHEMA_FIX) from None
     matrix.source = path.resolve()
     _check_axes(matrix, path)
+    cells = expand(matrix)
+    check_unique_names(cells, path)
+    _check_references(matrix, cells, path)
     return matrix
 
 
@@ -143,6 +157,22 @@ def _check_axes(matrix: MatrixFile, path: Path) -> None:
                 value = getattr(entry, axis)
                 if value is not None:
                     check(value, axis, f"matrix.{kind}[{i}].{axis}")
+
+
+def _check_references(matrix: MatrixFile, cells: list[Cell], path: Path) -> None:
+    """A released reference must be a cell of this matrix: only a cell gets released."""
+    known = {(c.model_id, c.chip_id) for c in cells}
+    for cell in cells:
+        reference = cell.model.bench.reference
+        if isinstance(reference, ReleasedReference) and (reference.model or cell.model_id, reference.chip) not in known:
+            model = reference.model or cell.model_id
+            raise ConfigError(
+                f"{cell.label} is gated against the released cell {model} x {reference.chip}, "
+                "which is not a cell of the matrix",
+                where=f"{path}: models.{cell.model_id}.bench.reference",
+                fix=f"add {model} x {reference.chip} to the matrix (matrix.chip/model or include), "
+                "or name a published baseline file",
+            )
 
 
 def combinations(axes: MatrixAxes) -> list[dict[str, Any]]:

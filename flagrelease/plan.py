@@ -19,14 +19,18 @@ def plan(cells: list[Cell], matrix: MatrixFile, build: BuildSettings) -> list[di
     under a second (bench/plan_scale.py)."""
     checker = Checker(matrix.compatibility)
     # By chip object (kept alive here, so that its id stays its own) and chip id.
-    chips: dict[tuple[int, str], tuple[Chip, dict[str, Any]]] = {}
+    chips: dict[tuple[int, str], tuple[Chip, dict[str, Any], list[tuple[str, str]]]] = {}
     plans = []
     for cell in cells:
         key = (id(cell.chip), cell.chip_id)
         known = chips.get(key)
         if known is None:
-            known = chips[key] = (cell.chip, _chip_plan(cell.chip_id, cell.chip, matrix, build))
-        plans.append(_cell_plan(cell, matrix, known[1], checker))
+            known = chips[key] = (
+                cell.chip,
+                _chip_plan(cell.chip_id, cell.chip, matrix, build),
+                naming.stack_fields(cell.chip_id, cell.chip),
+            )
+        plans.append(_cell_plan(cell, matrix, known[1], known[2], checker))
     return plans
 
 
@@ -53,15 +57,17 @@ def _chip_plan(chip_id: str, chip: Chip, matrix: MatrixFile, build: BuildSetting
     }
 
 
-def _cell_plan(cell: Cell, matrix: MatrixFile, chip_plan: dict[str, Any], checker: Checker) -> dict[str, Any]:
-    name = naming.repository_name(cell)
+def _cell_plan(
+    cell: Cell, matrix: MatrixFile, chip_plan: dict[str, Any], stack_fields: list[tuple[str, str]], checker: Checker
+) -> dict[str, Any]:
+    name = naming.image_name(cell, "release", [("model", cell.model_id), *stack_fields])
     experiment, serve_list = serve_config(cell)
     return {
         "cell": cell.label,
         "chip": cell.chip_id,
         "model": cell.model_id,
         "platform": chip_plan["platform"],
-        "image": f"{naming.full_repository(None, matrix.release.namespace, name)}:<YYMMDDHHMM>",
+        "image": f"{naming.full_repository(None, matrix.release.namespace, name)}:<{matrix.release.timestamp}>",
         "base_image": chip_plan["base_image"],
         "base_made_locally": chip_plan["base_made_locally"],
         "template": chip_plan["template"],

@@ -28,6 +28,7 @@ from flagrelease.results import (
     GateReport,
     ImageRef,
     PublishResult,
+    ReferenceScore,
     ReportResult,
     SideResult,
     SmokeResult,
@@ -84,6 +85,9 @@ class ReleaseRecord(BaseModel):
     bench: dict[str, SideResult] = {}
     flaggems_installed: bool | None = None
     compared_against: dict[str, str] = {}
+    # Per benchmark, the reference score the gate compared with and what it traces to (the
+    # released reference run, its per-question file and sha256; or published numbers).
+    reference: dict[str, ReferenceScore] = {}
     gate: GateReport | None = None
     registry: str | None = None  # checked before the build; where the push goes
     # A multi-arch set member: pushed under its staging tag, released when the whole set is.

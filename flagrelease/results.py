@@ -103,21 +103,63 @@ class QuestionResult(BaseModel):
     answer: str
     correct: bool
     attempts: int
+    sample: int = 0  # which of the question's k samples (avg@k), from 0
+
+
+def question_records(jsonl: str) -> list[QuestionResult]:
+    """Per-question records as stored (accuracy-<side>-<name>.jsonl), one JSON object a line."""
+    return [QuestionResult.model_validate_json(line) for line in jsonl.splitlines() if line.strip()]
+
+
+def per_question_means(results: list[QuestionResult]) -> dict[str, float]:
+    """Question id -> the share of its samples answered correctly (0 or 1 with one sample)."""
+    grouped: dict[str, list[bool]] = {}
+    for r in results:
+        grouped.setdefault(r.id, []).append(r.correct)
+    return {q: sum(samples) / len(samples) for q, samples in grouped.items()}
+
+
+def within_variance(results: list[QuestionResult]) -> float:
+    """How much one sample of a question varies around the question's own mean: the mean over
+    questions of the (unbiased) variance of its samples; 0 with one sample per question."""
+    grouped: dict[str, list[bool]] = {}
+    for r in results:
+        grouped.setdefault(r.id, []).append(r.correct)
+    variances = [_sample_variance(samples) for samples in grouped.values() if len(samples) > 1]
+    return sum(variances) / len(grouped) if variances else 0.0
+
+
+def _sample_variance(samples: list[bool]) -> float:
+    k, mean = len(samples), sum(samples) / len(samples)
+    return mean * (1 - mean) * k / (k - 1)
 
 
 class AccuracyResult(BaseModel):
     benchmark: str
     kind: Kind
-    n: int
-    correct: int
-    score: float
-    se: float  # binomial: sqrt(p(1-p)/n)
+    n: int  # questions
+    correct: int  # correct samples, over all n x samples
+    score: float  # avg@k: the mean over questions of each question's share of correct samples
+    se: float  # treating a question's samples as one cluster (binomial sqrt(p(1-p)/n) with one sample)
     settings: dict[str, Any]
+    samples: int = 1  # k samples per question
     # Per-question records; stored beside release.json (accuracy-<side>-<name>.jsonl), not in it.
     results: list[QuestionResult] = []
 
     def per_question(self) -> dict[str, float]:
-        return {r.id: float(r.correct) for r in self.results}
+        return per_question_means(self.results)
+
+    def within_variance(self) -> float:
+        return within_variance(self.results)
+
+
+class FlagGemsRecord(BaseModel):
+    """The operators FlagGems recorded in one side's container (flaggems_record.py), read from
+    `path` before the container stopped; `present` is False when no record was written."""
+
+    path: str
+    present: bool
+    operators: list[str] = []
 
 
 class SideResult(BaseModel):
@@ -128,18 +170,44 @@ class SideResult(BaseModel):
     perf_repeats: list[list[PerfResult]] = []  # every repeat as measured; stored as perf-<side>.json
     accuracy: dict[str, AccuracyResult]
     seconds: float
+    # What FlagGems recorded on this side; None when the stack has no FlagGems (nothing to read).
+    flaggems: FlagGemsRecord | None = None
 
 
 class BenchScore(BaseModel):
     score: float = Field(ge=0, le=1)
-    n: int = Field(ge=1)
-    per_question: dict[str, float] | None = None  # question id -> correctness in [0, 1]
+    n: int = Field(ge=1)  # questions
+    per_question: dict[str, float] | None = None  # question id -> share of its samples correct, in [0, 1]
+    samples: int = Field(default=1, ge=1)  # k samples per question (avg@k)
+    # The variance of one sample around its question's mean (results.within_variance); 0 when
+    # there is one sample per question or it is not known (published numbers).
+    within_var: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _n_matches_questions(self) -> BenchScore:
         if self.per_question is not None and len(self.per_question) != self.n:
             raise ValueError(f"n={self.n} but {len(self.per_question)} per-question results")
         return self
+
+
+class ReferenceScore(BaseModel):
+    """What one benchmark of a release was gated against, and what that number traces to.
+
+    `origin`: `published` numbers typed from a card (raw results only when the baseline ships
+    per-question files), a `released` cell's record (its per-question file in the artifact
+    store, with the file's sha256 and the image's digest), or the native side of `this run`.
+    """
+
+    against: str  # as `compared_against` says it: "baseline Qwen3-4B-H100-CUDA", ...
+    origin: Literal["published", "released", "this run"]
+    score: float
+    n: int
+    samples: int = 1
+    raw: str | None = None  # the per-question results the score is computed from
+    sha256: str | None = None  # of `raw`, as read when the gate compared against it
+    run_id: str | None = None  # the released reference run
+    image: str | None = None  # the released reference image, registry/repository@digest
+    source: str = ""  # where published numbers come from
 
 
 class BenchVerdict(BaseModel):
@@ -182,6 +250,9 @@ class GateReport(BaseModel):
     reason: str
     accuracy: list[BenchVerdict]
     perf: list[PerfVerdict]
+    # Whether FlagGems served operators on the flaggems side and none on the native one (the
+    # sides' records); None when the stack has no FlagGems, so both sides are the same stack.
+    sides_distinct: bool | None = None
 
 
 class PublishResult(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -109,6 +109,21 @@ class Stack(Strict):
     # Where a FlagOS component comes from when not PyPI (FlagGems 2.x is not published there).
     sources: dict[Literal["flaggems", "flagscale", "flagtree", "flagcx"], GitSource] = {}
     packages: dict[Ident, PackageVersion] = Field(default_factory=dict, description="extra pinned apt/pip packages")
+    # Where the serve stack has FlagGems record the operators it serves (flag_gems.enable(record=True,
+    # path=...)): FlagScale 0.8's vLLM backend writes this path; the image points vllm-plugin-FL's
+    # FLAGGEMS_ENABLE_OPLIST_PATH at it. The bench reads it from each side's container.
+    flaggems_record: AbsPath = "/tmp/gems_oplist.log.txt"
+
+
+# Pins that appear in the image name, and may declare how they are spelled there (naming.py).
+SpelledPin = Literal[
+    "chip_code", "sdk_version", "driver", "python", "torch", "torch_npu", "flaggems", "flagscale", "flagtree", "flagcx"
+]
+NAME_PINS: tuple[str, ...] = get_args(SpelledPin)
+_SPELL_PLACEHOLDER = r"\{(?:value|" + "|".join(NAME_PINS) + r")(?:\|compact_rc)?\}"
+# Literal text (lowercase letters, digits, `.`, `_`) and `{value}` / `{<pin>}` placeholders,
+# optionally `|compact_rc`; never a `-`, which separates the name's fields.
+Spelling = Annotated[str, StringConstraints(pattern=rf"^(?:[a-z0-9._]|{_SPELL_PLACEHOLDER}){{1,64}}$")]
 
 
 class Chip(Strict):
@@ -128,6 +143,11 @@ class Chip(Strict):
     # The Prefect work pool whose workers run on hosts with this chip; chips on the same
     # hosts may share one. None: `flagrelease-<chip id>`.
     pool: PoolName | None = None
+    # How pins are spelled in the image name, pin -> template: `{value}` is the pin as written
+    # (lowercase, `+` -> `.`), `{value|compact_rc}` drops the separator before `rc<N>` (the
+    # default), `{<pin>}` is another pin. E.g. {chip_code: "{value}.a2"} tells an A2 image
+    # from the A3 one that FlagRelease also names `ascend001`.
+    spelling: dict[SpelledPin, Spelling] = {}
     description: Prose = ""
 
     @property
@@ -256,9 +276,24 @@ class PerfPlan(Strict):
     # Pairs of windows per level (one window per side each): the gate's interval comes from
     # their spread, so at least 3; more narrow it as 1/sqrt(pairs).
     repeats: Annotated[int, Field(ge=1, le=64)] = 5
+    # While a level's interval still straddles the gate's threshold after `repeats` pairs, add
+    # pairs (one at every level per round) up to this many: a busy host costs time, not a
+    # verdict. Unset: exactly `repeats`. Needs `interleave` (both stacks up to add a pair).
+    max_repeats: Annotated[int, Field(ge=1, le=256)] | None = None
     # Keep both sides' serve stacks up and run a pair's windows back to back (needs room for two).
     interleave: bool = False
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="after")
+    def _room_to_add_pairs(self) -> PerfPlan:
+        if self.max_repeats is not None:
+            if self.max_repeats < self.repeats:
+                raise ValueError(f"max_repeats ({self.max_repeats}) is below repeats ({self.repeats})")
+            if not self.interleave:
+                raise ValueError(
+                    "max_repeats adds pairs while both stacks are up: set interleave: true, or drop max_repeats"
+                )
+        return self
 
 
 class AccuracyPlan(Strict):
@@ -267,6 +302,20 @@ class AccuracyPlan(Strict):
     kind: Literal["multiple_choice", "exact_match"]
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     max_tokens: Annotated[int, Field(ge=1)] = 8
+    # k answers sampled per question, scored avg@k (as AIME usually is); sampling needs a
+    # temperature above 0, or every sample is the same answer.
+    samples: Annotated[int, Field(ge=1, le=64)] = 1
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0  # nucleus sampling, when temperature > 0
+
+    @model_validator(mode="after")
+    def _samples_differ(self) -> AccuracyPlan:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(
+                f"samples: {self.samples} at temperature 0 would ask the same question {self.samples} times "
+                "for one answer; set temperature (e.g. 0.6) or samples: 1"
+            )
+        return self
 
 
 class GatePolicy(BaseModel):
@@ -290,13 +339,28 @@ class GatePolicy(BaseModel):
         return v
 
 
+RunId = Annotated[str, StringConstraints(pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")]
+
+
+class ReleasedReference(Strict):
+    """A released cell as the reference stack (e.g. the native NVIDIA cell): the gate reads its
+    ledger record and per-question results, so reference numbers trace to raw results."""
+
+    chip: Ident
+    model: Ident | None = None  # default: the gated cell's own model
+    side: Literal["native", "flaggems"] = "native"
+    # A fixed run of that cell; default: its newest released run in the ledger.
+    run: RunId | None = None
+
+
 class BenchPlan(Strict):
     perf: PerfPlan | None = PerfPlan()
     accuracy: list[AccuracyPlan] = []
     # CPUs a side's container may use (`docker run --cpus`): a deliberately slowed side is how
     # the perf gate's power is tested; unset, a side gets what the chip's runtime gives.
     side_cpus: dict[Literal["native", "flaggems"], Annotated[float, Field(gt=0, le=1024)]] = {}
-    reference: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.ya?ml$")] | None = None
+    # A published baseline file (hand-typed numbers, relative to matrix.yaml), or a released cell.
+    reference: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+\.ya?ml$")] | ReleasedReference | None = None
     gate: GatePolicy = GatePolicy()
 
 
@@ -433,8 +497,14 @@ class MatrixAxes(Strict):
     exclude: list[ExcludeEntry] = []
 
 
+TimestampFormat = Literal["YYMMDDHHMM", "YYYYMMDDHHMM"]
+
+
 class ReleaseDefaults(Strict):
     namespace: Ident = "flagrelease"
+    # The release tag: UTC time, 10 digits as in the reference card (2512101714) or 12 as
+    # FlagRelease's current tooling writes them (202512101714). Both are read as release tags.
+    timestamp: TimestampFormat = "YYMMDDHHMM"
     # Moving tags, set only after the gate passed and the release tag is verified;
     # `{pin}` expands from the cell's pins ("{flaggems}-{flagscale}" -> 2.2-0.8.0).
     aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]

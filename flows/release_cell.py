@@ -27,7 +27,7 @@ from flagrelease import naming
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.cell_lock import CellLock, home_id
 from flagrelease.adapters.ledger import Ledger
-from flagrelease.baseline import reference_for
+from flagrelease.baseline import Reference
 from flagrelease.cell_facts import flaggems_installed
 from flagrelease.errors import (
     ConfigError,
@@ -46,6 +46,7 @@ from flagrelease.results import (
     GateReport,
     ImageRef,
     PublishResult,
+    ReferenceScore,
     ReportResult,
     SideResult,
     SmokeResult,
@@ -62,6 +63,7 @@ from flagrelease.steps import (
     incremental,
     plan_bundle,
     publish,
+    reference,
     release_key,
     render,
     report,
@@ -106,11 +108,23 @@ def render_task(cell: Cell, matrix: MatrixFile, settings: Settings, run_id: str)
     return render.render_context(cell, matrix, settings.build, settings.contexts_dir / cell.slug / run_id)
 
 
+@task(name="reference", cache_policy=NO_CACHE)
+def reference_task(cell: Cell, matrix: MatrixFile, settings: Settings) -> Reference | None:
+    return reference.resolve(cell, matrix, settings)
+
+
 @task(name="key", cache_policy=NO_CACHE)
 def key_task(
-    cell: Cell, matrix: MatrixFile, ctx: BuildContext, base: BaseImageResult, weights_dir: Path, settings: Settings
+    cell: Cell,
+    matrix: MatrixFile,
+    ctx: BuildContext,
+    base: BaseImageResult,
+    weights_dir: Path,
+    settings: Settings,
+    against: Reference | None,
 ) -> dict[str, str]:
-    return release_key.key_parts(cell, matrix, ctx, base, weights_dir, settings.home / "cache/file-digests.json")
+    digests = settings.home / "cache/file-digests.json"
+    return release_key.key_parts(cell, matrix, ctx, base, weights_dir, digests, against)
 
 
 @task(name="released-before", cache_policy=NO_CACHE)
@@ -215,12 +229,14 @@ def bench_task(
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate_task(cell: Cell, matrix: MatrixFile, sides: dict[str, SideResult]) -> tuple[GateReport, dict[str, str]]:
-    decision, against = gate.judge(sides, reference_for(cell, matrix), cell.model.bench.gate)
+def gate_task(
+    cell: Cell, sides: dict[str, SideResult], against: Reference | None
+) -> tuple[GateReport, dict[str, ReferenceScore]]:
+    decision, compared = gate.judge(sides, against, cell.model.bench.gate)
     for verdict in decision.accuracy:
-        _log(f"gate {verdict.verdict}: {verdict.reason} (vs {against[verdict.benchmark]})")
+        _log(f"gate {verdict.verdict}: {verdict.reason} (vs {compared[verdict.benchmark].against})")
     _log(f"gate: {decision.verdict}: {decision.reason}")
-    return decision, against
+    return decision, compared
 
 
 def _retry_push(task, task_run, state) -> bool:
@@ -317,7 +333,7 @@ def release_cell(
     matrix_file = load_matrix(matrix_path)
     cell = one_cell(matrix_file, model, chip)
     run_id = run_id or new_run_id()
-    tag = naming.timestamp_tag()
+    tag = naming.timestamp_tag(timestamp=matrix_file.release.timestamp)
     record = ReleaseRecord(
         run_id=run_id, started=datetime.now(UTC), cell=cell.slug, model=cell.model_id, chip=cell.chip_id
     )
@@ -346,8 +362,10 @@ def release_cell(
                 ctx = render_task(cell, matrix_file, settings, run_id)
             record.pins, record.context_hash = ctx.pins, ctx.model.context_hash
             repository = naming.full_repository(None, namespace, ctx.model.repository_name)
+            with _timed(record, "reference"):
+                against = reference_task(cell, matrix_file, settings)
             with _timed(record, "key"):
-                record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings)
+                record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings, against)
                 key = record.release_key = release_key.release_key(record.key_parts)
                 if registry_addr is not None and not force:
                     record.unchanged = released_before_task(cell, registry_addr, repository, key, settings)
@@ -382,7 +400,8 @@ def release_cell(
                     )
                 _checkpoint(record, settings)
             with _timed(record, "gate"):
-                record.gate, record.compared_against = gate_task(cell, matrix_file, record.bench)
+                record.gate, record.reference = gate_task(cell, record.bench, against)
+                record.compared_against = {name: score.against for name, score in record.reference.items()}
             if not record.gate.release:
                 record.status = "gated"
                 raise GateFailed(

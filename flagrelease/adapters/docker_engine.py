@@ -9,6 +9,7 @@ failed push only inside the stream.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import tarfile
@@ -16,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import docker
 import docker.errors
@@ -269,6 +271,42 @@ def container_log(container) -> str:
         return container.logs(stdout=True, stderr=True).decode(errors="replace")
     except docker.errors.APIError:
         return ""
+
+
+@contextmanager
+def file_in_container(container, path: str) -> Iterator[IO[bytes] | None]:
+    """A regular file of a container, streamed rather than read whole (a record written per call
+    can grow large), or None when there is no such file."""
+    try:
+        chunks, _stat = container.get_archive(path)
+    except docker.errors.NotFound:
+        yield None
+        return
+    except docker.errors.APIError as err:
+        raise ServiceError(f"cannot read {path} from container {container.name}: {err.explanation or err}") from None
+    # The Engine sends the file as a one-member tar stream.
+    with tarfile.open(fileobj=_ChunkStream(iter(chunks)), mode="r|") as tar:
+        member = tar.next()
+        yield tar.extractfile(member) if member is not None and member.isfile() else None
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (the Engine's archive stream)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            self._pending = next(self._chunks, b"")
+            if not self._pending:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
+        return size
 
 
 def containers_owned_by(client: docker.DockerClient, owner: str) -> list[str]:

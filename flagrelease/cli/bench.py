@@ -145,6 +145,8 @@ def bench_accuracy(
     engine: str = typer.Option("vllm", help="serving engine, to constrain answers its way: vllm, sglang, llama_cpp"),
     concurrency: int = typer.Option(8, help="questions in flight"),
     max_tokens: int = typer.Option(8, help="answer length limit"),
+    samples: int = typer.Option(1, min=1, help="answers sampled per question, scored avg@k"),
+    temperature: float = typer.Option(0.0, min=0.0, help="sampling temperature (above 0 when --samples > 1)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write per-question records as JSONL"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -162,9 +164,24 @@ def bench_accuracy(
         choice(engine, ("vllm", "sglang", "llama_cpp"), "--engine")
         at_least(concurrency, 1, "--concurrency")
         at_least(max_tokens, 1, "--max-tokens")
+        if samples > 1 and temperature == 0:
+            raise ConfigError(
+                f"--samples {samples} at temperature 0 gives the same answer {samples} times",
+                where="--temperature",
+                fix="add --temperature 0.6",
+            )
         output_file(out_file, "--out")
         data = accuracy.load_dataset(dataset, dataset.stem, cast("Kind", kind))
-        result = accuracy.run(url, model, data, engine=engine, concurrency=concurrency, max_tokens=max_tokens)
+        result = accuracy.run(
+            url,
+            model,
+            data,
+            engine=engine,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            samples=samples,
+            temperature=temperature,
+        )
     except FlagReleaseError as err:
         fail(err, as_json)
     if out_file:
@@ -173,7 +190,10 @@ def bench_accuracy(
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        out.print(f"{result.benchmark}: {result.correct}/{result.n} = {result.score:.3f} ± {result.se:.3f} (SE)")
+        at = f" avg@{samples}" if samples > 1 else ""
+        out.print(
+            f"{result.benchmark}{at}: {result.correct}/{result.n * samples} = {result.score:.3f} ± {result.se:.3f} (SE)"
+        )
 
 
 def gate_cmd(
@@ -189,8 +209,9 @@ def gate_cmd(
 
     Example: flagrelease gate ~/.local/share/flagrelease/results/tiny-llama--cpu/<run> --rule classic
     """
-    from flagrelease.baseline import reference_for
     from flagrelease.record import ReleaseRecord
+    from flagrelease.settings import load_settings
+    from flagrelease.steps import reference
     from flagrelease.steps.gate import judge
     from flagrelease.steps.report import load_sides
 
@@ -206,9 +227,11 @@ def gate_cmd(
                 fix="gate a run that got as far as its benchmarks (status gated or released)",
             )
         policy = GatePolicy.model_validate(cell.model.bench.gate.model_dump() | updates)
-        sides, reference = load_sides(run_dir, record), reference_for(cell, matrix_file)
+        # Against the very reference run this release was gated against, not a newer one.
+        pinned = next((s.run_id for s in record.reference.values() if s.run_id), None)
+        against = reference.resolve(cell, matrix_file, load_settings(), run=pinned)
         try:
-            report, against = judge(sides, reference, policy)
+            report, compared = judge(load_sides(run_dir, record), against, policy)
         except ConfigError as err:  # the record's sides do not fit together: name the run
             raise ConfigError(err.problem, where=f"{run_dir}: {err.where}", fix=err.fix) from None
     except FlagReleaseError as err:
@@ -216,7 +239,7 @@ def gate_cmd(
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
-        print_gate(report, against)
+        print_gate(report, {name: score.against for name, score in compared.items()})
     raise typer.Exit(0 if report.release else 4)
 
 

@@ -7,14 +7,17 @@ Multiple-choice answers are constrained to the choice letters with the engine's
 own mechanism (llama.cpp grammar, vLLM guided_choice, SGLang regex), so even a
 random-weight model gives a real, checkable answer. Every question's record is
 kept; a question that still fails after its retries fails the evaluation rather
-than silently counting as wrong.
+than silently counting as wrong. With `samples: k` each question is asked k times at
+the plan's temperature and scored avg@k.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
+import statistics
 import string
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from flagrelease.adapters.serve_client import loopback_url
 from flagrelease.errors import ConfigError, ServiceError
-from flagrelease.results import AccuracyResult, Kind, QuestionResult
+from flagrelease.results import AccuracyResult, Kind, QuestionResult, per_question_means
 
 
 class Question(BaseModel):
@@ -92,6 +95,21 @@ def constraint(engine: str, q: Question) -> dict[str, Any]:
     return {"regex": "(" + "|".join(letters) + ")"}
 
 
+def sampling(engine: str, temperature: float, top_p: float, question: str, sample: int) -> dict[str, Any]:
+    """Request fields of a sampled answer. llama-server truncates the distribution by default
+    (top_k 40, min_p 0.05), vLLM does not: switched off, so that both sample from what the
+    plan states (temperature, top_p). Each (question, sample) has its own seed: a rerun asks
+    the same, and no two questions share a random draw (one seed per sample index would give
+    every question the same uniform number, so questions of similar odds answer alike)."""
+    if temperature == 0:
+        return {}
+    seed = int.from_bytes(hashlib.sha256(f"{question}\0{sample}".encode()).digest()[:4], "big")
+    fields: dict[str, Any] = {"top_p": top_p, "seed": seed}
+    if engine == "llama_cpp":
+        fields |= {"top_k": 0, "min_p": 0.0}
+    return fields
+
+
 def grade(q: Question, reply: str) -> tuple[str, bool]:
     text = reply.strip()
     if q.choices is not None:
@@ -111,46 +129,70 @@ async def evaluate(
     retries: int = 2,
     max_tokens: int = 8,
     timeout_s: float = 120.0,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
 ) -> AccuracyResult:
+    """Ask every question `samples` times (avg@k; `sampling` says how). The score is the mean
+    over questions of each question's share of correct samples; its SE treats a question's
+    samples as one cluster."""
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=loopback_url(base_url), timeout=timeout_s, trust_env=False) as client:
 
-        async def one(q: Question) -> QuestionResult:
+        async def one(q: Question, sample: int) -> QuestionResult:
             async with gate:
-                return await _ask(client, model, q, engine, retries, max_tokens)
+                return await _ask(
+                    client, model, q, engine, retries, max_tokens, temperature=temperature, top_p=top_p, sample=sample
+                )
 
-        results = await asyncio.gather(*(one(q) for q in dataset.questions))
-    correct = sum(r.correct for r in results)
-    n = len(results)
-    p = correct / n
+        results = await asyncio.gather(*(one(q, i) for q in dataset.questions for i in range(samples)))
+    means = per_question_means(list(results))
+    n = len(means)
+    p = sum(means.values()) / n
     return AccuracyResult(
         benchmark=dataset.name,
         kind=dataset.kind,
         n=n,
-        correct=correct,
+        correct=sum(r.correct for r in results),
         score=p,
-        se=math.sqrt(p * (1 - p) / n),
+        se=math.sqrt(statistics.pvariance(means.values(), mu=p) / n),
+        samples=samples,
         settings={
             "model": model,
             "engine": engine,
             "concurrency": concurrency,
             "retries": retries,
             "max_tokens": max_tokens,
-            "temperature": 0.0,
+            "temperature": temperature,
+            "top_p": top_p,
+            "samples": samples,
         },
         results=list(results),
     )
 
 
 async def _ask(
-    client: httpx.AsyncClient, model: str, q: Question, engine: str, retries: int, max_tokens: int
+    client: httpx.AsyncClient,
+    model: str,
+    q: Question,
+    engine: str,
+    retries: int,
+    max_tokens: int,
+    *,
+    temperature: float,
+    top_p: float,
+    sample: int,
 ) -> QuestionResult:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": prompt(q)}],
-        "temperature": 0.0,
-        "max_tokens": max_tokens,
-    } | constraint(engine, q)
+    body = (
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt(q)}],
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        | constraint(engine, q)
+        | sampling(engine, temperature, top_p, q.id, sample)
+    )
     last_error = ""
     for attempt in range(1, retries + 2):
         try:
@@ -158,7 +200,9 @@ async def _ask(
             response.raise_for_status()
             reply = response.json()["choices"][0]["message"].get("content") or ""
             answer, correct = grade(q, reply)
-            return QuestionResult(id=q.id, expected=q.answer, answer=answer, correct=correct, attempts=attempt)
+            return QuestionResult(
+                id=q.id, expected=q.answer, answer=answer, correct=correct, attempts=attempt, sample=sample
+            )
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
             last_error = f"{type(err).__name__}: {err}"
             await asyncio.sleep(0.2 * attempt)

@@ -17,9 +17,10 @@ from typing import Literal
 from flagrelease.cell_facts import served_name
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult
-from flagrelease.results import AccuracyResult, SideResult
+from flagrelease.results import AccuracyResult, FlagGemsRecord, SideResult
 from flagrelease.schema import Cell, MatrixFile, PerfPlan
-from flagrelease.steps import accuracy, loadgen
+from flagrelease.steps import accuracy, flaggems_evidence, loadgen
+from flagrelease.steps.gate import perf_undecided
 from flagrelease.steps.smoke import NotReady, run_options, serving
 
 # The flaggems side always runs; without FlagGems in the stack it only flips
@@ -56,6 +57,7 @@ def measure_sides(
         side: [[] for _ in range(perf.repeats if perf else 0)] for side in SIDES
     }
     sizes: list[list[int]] = [[] for _ in levels]
+    records: dict[str, FlagGemsRecord] = {}  # what FlagGems recorded on each side
 
     def window(side: str, base_url: str, index: int, pair: int) -> None:
         assert perf is not None  # there are levels only with a perf plan
@@ -63,7 +65,7 @@ def measure_sides(
         if len(sizes[index]) <= pair:  # the pair's first window decides its size
             sizes[index].append(window_prompts(perf, [w[index] for runs in windows.values() for w in runs[:pair]]))
         on_line(
-            f"[{side}] perf c={concurrency} {input_len}/{output_len}, pair {pair + 1}/{perf.repeats}: "
+            f"[{side}] perf c={concurrency} {input_len}/{output_len}, pair {pair + 1}/{len(windows[side])}: "
             f"{sizes[index][pair]} prompts"
         )
         # The same seed on both sides of a pair (the same prompts); a fresh one per pair and level,
@@ -93,12 +95,15 @@ def measure_sides(
                 engine=cell.chip.stack.engine,
                 concurrency=spec.concurrency,
                 max_tokens=spec.max_tokens,
+                samples=spec.samples,
+                temperature=spec.temperature,
+                top_p=spec.top_p,
             )
         return found
 
     def serve(stack: ExitStack, side: Side) -> tuple[str, float]:
         options = run_options(cell, weights_dir, use_flaggems=side == "flaggems", cpus=plan.side_cpus.get(side))
-        base_url, _container, ready_s = stack.enter_context(
+        base_url, container, ready_s = stack.enter_context(
             serving(
                 client,
                 image,
@@ -111,6 +116,7 @@ def measure_sides(
                 home=home,
             )
         )
+        flaggems_evidence.read_before_stop(stack, cell, side, container, records)
         return base_url, ready_s
 
     results: dict[str, SideResult] = {}
@@ -123,6 +129,17 @@ def measure_sides(
                 for index in range(len(levels)):
                     for pair in pairs:
                         # ABBA: neither side always runs first (warmer caches, quieter host).
+                        for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
+                            window(side, urls[side][0], index, pair)
+                while perf.max_repeats and len(windows["native"]) < perf.max_repeats:
+                    undecided = perf_undecided(windows["native"], windows["flaggems"], plan.gate)
+                    if not undecided:
+                        break
+                    pair = len(windows["native"])
+                    on_line(f"[perf] {', '.join(undecided)} not decided after {pair} pairs: one more pair")
+                    for side in SIDES:
+                        windows[side].append([])
+                    for index in range(len(levels)):
                         for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
                             window(side, urls[side][0], index, pair)
                 for side in SIDES:
@@ -139,6 +156,7 @@ def measure_sides(
         raise ServiceError(
             f"serve stack not ready for benchmarking: {err.problem}\n" + "\n".join(err.log.splitlines()[-20:])
         ) from None
+    flaggems_evidence.attach(results, records)
     return results
 
 

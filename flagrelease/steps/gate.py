@@ -20,6 +20,9 @@ interval (Student's t on the log ratios): PASS above the threshold, FAIL below,
 INCONCLUSIVE across it, with the pairs that would decide it. Identical stacks are
 the calibration: they must come out PASS, never FAIL.
 
+Sides: where the stack has FlagGems, its operator record must show operators on the
+flaggems side and none on the native side (`distinct_sides`), else INCONCLUSIVE.
+
 The gate owns its inputs: `gate_inputs` pairs what the bench step measured with
 what each check is compared against (the model's reference baseline where it
 has the benchmark, else the native side of the same run).
@@ -33,8 +36,9 @@ from typing import Literal
 
 from scipy.stats import t as student_t
 
-from flagrelease.baseline import Baseline, bench_score
+from flagrelease.baseline import Reference
 from flagrelease.errors import ConfigError
+from flagrelease.flaggems_record import sides_problem
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.results import (
     AccuracyResult,
@@ -43,6 +47,7 @@ from flagrelease.results import (
     GateReport,
     PerfRatio,
     PerfVerdict,
+    ReferenceScore,
     SideResult,
 )
 from flagrelease.schema import GatePolicy
@@ -56,7 +61,10 @@ def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore,
     se_method, se = _standard_error(reference, candidate)
     low, high = diff - policy.z * se, diff + policy.z * se
     floor = -policy.max_drop - EPS
-    scores = f"{benchmark} {candidate.score:.3f} vs reference {reference.score:.3f} ({diff:+.3f})"
+    scores = (
+        f"{benchmark}{_avg_at(candidate)} {candidate.score:.3f} "
+        f"vs reference{_avg_at(reference)} {reference.score:.3f} ({diff:+.3f})"
+    )
     interval = f"the {_confidence(policy.z):.0%} interval [{low:+.3f}, {high:+.3f}]"
     error = f"{se_method} SE {se:.3f}"
     if policy.rule == "classic":
@@ -71,7 +79,7 @@ def judge_accuracy(benchmark: str, reference: BenchScore, candidate: BenchScore,
         reason = (
             f"{scores}: too noisy to decide: n={_sizes(reference, candidate)} gives SE ≈ {se:.3f} "
             f"({se_method}); {interval} straddles -{policy.max_drop:.3f}"
-            f"{_needed(reference.n, se, diff, policy)}"
+            f"{_needed(reference, candidate, se, diff, policy)}"
         )
     return BenchVerdict(
         benchmark=benchmark,
@@ -182,6 +190,21 @@ def perf_ratios(reference: list[list[PerfResult]], candidate: list[list[PerfResu
     ]
 
 
+def perf_undecided(
+    reference: list[list[PerfResult]], candidate: list[list[PerfResult]], policy: GatePolicy
+) -> list[str]:
+    """The perf levels whose verdict, on the windows so far, is still INCONCLUSIVE: where more
+    pairs could decide. The classic rule compares a point ratio and is never undecided."""
+    if policy.rule == "classic" or not reference:
+        return []
+    verdicts = [judge_perf(level, policy) for level in perf_ratios(reference, candidate)]
+    return [_level_name(v) for v in verdicts if v.verdict == "INCONCLUSIVE"]
+
+
+def _level_name(p: PerfVerdict) -> str:
+    return f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
+
+
 def _geometric_mean(values: list[float]) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in values))
 
@@ -192,14 +215,10 @@ def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRa
         raise ValueError("nothing to gate on: no benchmark and no perf level")
     benches = [judge_accuracy(name, ref, cand, policy) for name, (ref, cand) in accuracy.items()]
     levels = [judge_perf(level, policy) for level in perf]
-
-    def name(p: PerfVerdict) -> str:
-        return f"perf c={p.level.max_concurrency} {p.level.input_len}/{p.level.output_len}"
-
-    failed = [b.benchmark for b in benches if b.verdict == "FAIL"] + [name(p) for p in levels if p.verdict == "FAIL"]
-    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"] + [
-        name(p) for p in levels if p.verdict == "INCONCLUSIVE"
-    ]
+    failed = [b.benchmark for b in benches if b.verdict == "FAIL"]
+    failed += [_level_name(p) for p in levels if p.verdict == "FAIL"]
+    unsure = [b.benchmark for b in benches if b.verdict == "INCONCLUSIVE"]
+    unsure += [_level_name(p) for p in levels if p.verdict == "INCONCLUSIVE"]
     if failed:
         verdict, reason = "FAIL", f"failed: {', '.join(failed)}"
     elif unsure:
@@ -212,12 +231,27 @@ def decide(accuracy: dict[str, tuple[BenchScore, BenchScore]], perf: list[PerfRa
 
 
 def _standard_error(reference: BenchScore, candidate: BenchScore) -> tuple[Literal["paired", "unpaired"], float]:
+    """A question's samples are one cluster: every SE here is over per-question means.
+
+    Paired: the SE of the mean per-question difference. Unpaired: each side's spread of
+    per-question means (p(1-p), the binomial, where only the score is known or with one
+    sample per question), over its number of questions."""
     ref, cand = reference.per_question, candidate.per_question
     if ref is not None and cand is not None and ref.keys() == cand.keys() and len(ref) >= 2:
         diffs = [cand[q] - ref[q] for q in ref]
         return "paired", statistics.stdev(diffs) / math.sqrt(len(diffs))
-    p1, p2 = reference.score, candidate.score
-    return "unpaired", math.sqrt(p1 * (1 - p1) / reference.n + p2 * (1 - p2) / candidate.n)
+    return "unpaired", math.sqrt(_spread(reference) / reference.n + _spread(candidate) / candidate.n)
+
+
+def _spread(side: BenchScore) -> float:
+    """Variance of a side's per-question means (population form: p(1-p) for 0/1 answers)."""
+    if side.per_question is None:
+        return side.score * (1 - side.score)
+    return statistics.pvariance(side.per_question.values(), mu=side.score)
+
+
+def _avg_at(side: BenchScore) -> str:
+    return f" avg@{side.samples}" if side.samples > 1 else ""
 
 
 def _confidence(z: float) -> float:
@@ -229,29 +263,51 @@ def _sizes(reference: BenchScore, candidate: BenchScore) -> str:
     return str(reference.n) if reference.n == candidate.n else f"{reference.n} vs {candidate.n}"
 
 
-def _needed(n: int, se: float, diff: float, policy: GatePolicy) -> str:
-    """Questions that would decide it at this difference, since SE shrinks as 1/sqrt(n)."""
+def _needed(reference: BenchScore, candidate: BenchScore, se: float, diff: float, policy: GatePolicy) -> str:
+    """What would decide it at this difference and the observed spread: more questions (SE
+    shrinks as 1/sqrt(n)), or, where a side samples each question k times, more samples (they
+    shrink only the part of SE that comes from sampling a question, not from the questions)."""
     distance = abs(diff + policy.max_drop)
     if distance < EPS:
         return ""
-    return f"; about {math.ceil(n * (policy.z * se / distance) ** 2)} questions would decide it at this difference"
+    target = (distance / policy.z) ** 2  # the variance of the difference that would decide it
+    # As many questions on both sides: the SE shrinks as 1/sqrt(n) from this run's n.
+    questions = f"; about {math.ceil(candidate.n * se**2 / target)} questions would decide it at this difference"
+    sampling = sum(side.within_var / (side.samples * side.n) for side in (reference, candidate))
+    if sampling <= 0:
+        return questions
+    between = max(se**2 - sampling, 0.0)
+    per_sample = sum(side.within_var / side.n for side in (reference, candidate))
+    if target <= between:
+        alone = math.sqrt(between)
+        return (
+            questions
+            + f" (more samples per question cannot: the spread between questions alone gives SE ≈ {alone:.3f})"
+        )
+    return (
+        questions + f", or about {math.ceil(per_sample / (target - between))} samples per question on these questions"
+    )
 
 
 def gate_inputs(
-    sides: dict[str, SideResult], baseline: Baseline | None
-) -> tuple[dict[str, tuple[BenchScore, BenchScore]], list[PerfRatio], dict[str, str]]:
-    """Accuracy pairs per benchmark and perf ratios of the flaggems side, with what each is
-    compared against. Accuracy: the baseline where it has that benchmark, else the native
-    side of this run (paired per question). Speed: the native side, level by level."""
+    sides: dict[str, SideResult], reference: Reference | None
+) -> tuple[dict[str, tuple[BenchScore, BenchScore]], list[PerfRatio], dict[str, ReferenceScore]]:
+    """Accuracy pairs per benchmark and perf ratios of the flaggems side, with what each accuracy
+    check is compared against and what that traces to. Accuracy: the reference (a published
+    baseline or a released cell, steps/reference.py) where it has that benchmark, else the
+    native side of this run (paired per question). Speed: the native side, level by level."""
     native, candidate = sides["native"], sides["flaggems"]
     pairs, against = {}, {}
     for name, result in candidate.accuracy.items():
-        if baseline is not None and name in baseline.benchmarks:
-            pairs[name] = (bench_score(baseline, name), _score(result))
-            against[name] = f"baseline {baseline.stack}"
+        if reference is not None and name in reference.scores:
+            pairs[name] = (reference.scores[name], _score(result))
+            against[name] = reference.trace[name]
         elif name in native.accuracy:
-            pairs[name] = (_score(native.accuracy[name]), _score(result))
-            against[name] = "native side of this run"
+            own = native.accuracy[name]
+            pairs[name] = (_score(own), _score(result))
+            against[name] = ReferenceScore(
+                against="native side of this run", origin="this run", score=own.score, n=own.n, samples=own.samples
+            )
         else:
             raise ConfigError(
                 f"benchmark {name} was measured on the flaggems side only: nothing to compare it with",
@@ -270,12 +326,41 @@ def gate_inputs(
 
 
 def judge(
-    sides: dict[str, SideResult], baseline: Baseline | None, policy: GatePolicy
-) -> tuple[GateReport, dict[str, str]]:
+    sides: dict[str, SideResult], reference: Reference | None, policy: GatePolicy
+) -> tuple[GateReport, dict[str, ReferenceScore]]:
     """The gate's report on measured sides, and what each accuracy check compared against."""
-    pairs, ratios, against = gate_inputs(sides, baseline)
-    return decide(pairs, ratios, policy), against
+    pairs, ratios, against = gate_inputs(sides, reference)
+    return distinct_sides(decide(pairs, ratios, policy), sides, policy), against
+
+
+def distinct_sides(report: GateReport, sides: dict[str, SideResult], policy: GatePolicy) -> GateReport:
+    """A comparison proves something about FlagGems only when FlagGems served operators on the
+    flaggems side and none on the native side (flaggems_record.py). When the records do not
+    show that, a PASS becomes INCONCLUSIVE ("sides not distinct"); a FAIL or INCONCLUSIVE
+    keeps its verdict and gains the reason."""
+    problem = sides_problem(sides["native"].flaggems, sides["flaggems"].flaggems)
+    if problem is None:
+        looked = sides["flaggems"].flaggems is not None
+        return report.model_copy(update={"sides_distinct": True if looked else None})
+    reason = f"sides not distinct: {problem}"
+    if report.verdict != "PASS":  # already not released on its own measurements
+        return report.model_copy(update={"sides_distinct": False, "reason": f"{report.reason}; {reason}"})
+    blocks = "blocks" if policy.inconclusive_blocks else "does not block"
+    return report.model_copy(
+        update={
+            "verdict": "INCONCLUSIVE",
+            "release": not policy.inconclusive_blocks,
+            "reason": f"inconclusive ({blocks} release): {reason}",
+            "sides_distinct": False,
+        }
+    )
 
 
 def _score(result: AccuracyResult) -> BenchScore:
-    return BenchScore(score=result.score, n=result.n, per_question=result.per_question())
+    return BenchScore(
+        score=result.score,
+        n=result.n,
+        per_question=result.per_question(),
+        samples=result.samples,
+        within_var=result.within_variance(),
+    )

@@ -23,7 +23,7 @@ from flagrelease.adapters.ledger import Ledger
 from flagrelease.adapters.registry import RegistryClient
 from flagrelease.adapters.registry_auth import resolve_credentials
 from flagrelease.errors import ConfigError
-from flagrelease.naming import is_release_tag, key_tag
+from flagrelease.naming import key_tag, newest_release_tags
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.results import ExistingRelease
 from flagrelease.steps.bench import SIDES
@@ -51,7 +51,7 @@ def released_before(
         for tag, run_id in known:
             if api.manifest_digest(repository, tag) == digest:
                 return ExistingRelease(registry=registry, repository=repository, tag=tag, digest=digest, run_id=run_id)
-        for tag in sorted(filter(is_release_tag, api.tags(repository)), reverse=True)[:TAGS_TO_SCAN]:
+        for tag in newest_release_tags(api.tags(repository))[:TAGS_TO_SCAN]:
             if api.manifest_digest(repository, tag) == digest:
                 return ExistingRelease(registry=registry, repository=repository, tag=tag, digest=digest)
     return None

@@ -1,6 +1,6 @@
 """Publish step: push images under their release tags and read the digests back.
 
-Tag policy. The release tag (YYMMDDHHMM) is immutable: when it already exists the
+Tag policy. The release tag (a UTC timestamp, YYMMDDHHMM or YYYYMMDDHHMM) is immutable: when it already exists the
 publish is refused, never overwritten; the digest the push reported must equal
 the one the registry serves. Aliases (`latest`, `<flaggems>-<flagscale>`) are
 moving tags: they are set only after the release tag is verified, by copying its
@@ -226,7 +226,7 @@ def _check_tags(item: PublishItem) -> None:
             raise ConfigError(
                 f"alias {alias!r} of {item.repository}:{item.tag} could overwrite a release or staging tag",
                 where="aliases",
-                fix=f"use a moving name such as 'latest'; not YYMMDDHHMM or {STAGING_PREFIX}*",
+                fix=f"use a moving name such as 'latest'; not a timestamp (10 or 12 digits) or {STAGING_PREFIX}*",
             )
 
 
@@ -243,7 +243,7 @@ def _refuse_existing(api: RegistryClient, image: _Tagged) -> None:
         raise ServiceError(
             f"{remote}:{image.tag} already exists; release tags are immutable",
             where=remote,
-            fix="release again in a later minute (tags are YYMMDDHHMM) or delete the tag deliberately",
+            fix="release again in a later minute (tags are timestamps to the minute) or delete the tag deliberately",
         )
 
 

@@ -9,7 +9,8 @@ Its parts are hashed one by one and kept in the record, so a changed key says wh
     weights   every byte of the weights (files re-read only when their size or mtime changed)
     bench     the bench plan and every byte of its datasets
     gate      the gate policy
-    baseline  the reference the gate compares with, and its per-question files
+    baseline  the reference the gate compares with: its file and per-question files, or the
+              released reference run and the digests of its per-question results
 
 Two runs with one key build the same image and judge it on the same terms, so a
 release of the key in the registry leaves nothing to do. The key is the image's
@@ -24,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from flagrelease.baseline import load_baseline
+from flagrelease.baseline import Reference
 from flagrelease.errors import ConfigError
 from flagrelease.results import BaseImageResult, BuildContext
 from flagrelease.schema import Cell, MatrixFile
@@ -51,8 +52,15 @@ def release_key(parts: dict[str, str]) -> str:
 
 
 def key_parts(
-    cell: Cell, matrix: MatrixFile, ctx: BuildContext, base: BaseImageResult, weights_dir: Path, digest_cache: Path
+    cell: Cell,
+    matrix: MatrixFile,
+    ctx: BuildContext,
+    base: BaseImageResult,
+    weights_dir: Path,
+    digest_cache: Path,
+    reference: Reference | None,
 ) -> dict[str, str]:
+    """`reference`: what the gate compares with, resolved (steps/reference.py)."""
     assert matrix.source is not None, "a loaded matrix knows its file"
     root = matrix.source.parent
     plan = cell.model.bench
@@ -68,20 +76,8 @@ def key_parts(
         "weights": tree_fingerprint(weights_dir, digest_cache),
         "bench": _sha_json({"plan": plan.model_dump(exclude={"gate", "reference"}), "datasets": datasets}),
         "gate": _sha_json(plan.gate.model_dump()),
-        "baseline": _baseline_digest(root, plan.reference, cell.model_id),
+        "baseline": reference.digest if reference is not None else _sha("no reference"),
     }
-
-
-def _baseline_digest(root: Path, reference: str | None, model_id: str) -> str:
-    if reference is None:
-        return _sha("no reference")
-    path = root / reference
-    where = f"models.{model_id}.bench.reference"
-    files = {reference: _file_digest(path, where)}
-    for name, entry in load_baseline(path).benchmarks.items():
-        if entry.per_question:
-            files[f"{name}.per_question"] = _file_digest(path.parent / entry.per_question, f"{path}: {name}")
-    return _sha_json(files)
 
 
 def _file_digest(path: Path, where: str) -> str:

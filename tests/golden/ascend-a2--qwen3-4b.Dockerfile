@@ -9,7 +9,7 @@ COPY serve/ /workspace/serve/
 ENV FLAGRELEASE_SERVE_CONFIG=/workspace/serve/conf/serve.yaml \
     FLAGRELEASE_MODEL=qwen3-4b
 
-LABEL org.opencontainers.image.title="flagrelease-ascend-release-model_qwen3-4b-tree_none-gems_2.2-scale_0.8.0-cx_none-python_3.11.11-torch_npu2.6.0rc1-pcp_cann8.2rc1.alpha002-gpu_ascend001-arc_arm64-driver_25.2.0" \
+LABEL org.opencontainers.image.title="flagrelease-ascend-release-model_qwen3-4b-tree_none-gems_2.2-scale_0.8.0-cx_none-python_3.11.11-torch_npu2.6.0rc1-pcp_cann8.2rc1.alpha002-gpu_ascend001.a2-arc_arm64-driver_25.2.0" \
       org.opencontainers.image.description="FlagOS serve stack for qwen3-4b on ascend-a2" \
       org.flagos.served-model-name="Qwen3-4B-ascend-flagos" \
       org.flagos.serve.port="9010" \

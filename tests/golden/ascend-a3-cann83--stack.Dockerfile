@@ -43,6 +43,9 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_index_url \
 # The serve supervisor (the entrypoint of every model image on this stack).
 COPY flagrelease-serve.py /usr/local/bin/flagrelease-serve
 ENV USE_FLAGGEMS=true
+# FlagGems records the operators it serves here (FlagScale 0.8 writes this path itself;
+# vllm-plugin-FL follows FLAGGEMS_ENABLE_OPLIST_PATH): the bench's proof that FlagGems ran.
+ENV FLAGGEMS_ENABLE_OPLIST_PATH=/tmp/gems_oplist.log.txt
 ENV VLLM_USE_V1=1
 
 LABEL org.opencontainers.image.title="flagrelease-ascend-stack-tree_none-gems_2.2-scale_0.8.0-cx_none-python_3.11.11-torch_npu2.7.1-pcp_cann8.3rc2-gpu_ascend001-arc_arm64-driver_25.3.0" \

@@ -29,6 +29,9 @@ RUN { python3 -m pip show torch | grep -qx "Version: 2.6.0" \
 # The serve supervisor (the entrypoint of every model image on this stack).
 COPY flagrelease-serve.py /usr/local/bin/flagrelease-serve
 ENV USE_FLAGGEMS=true
+# FlagGems records the operators it serves here (FlagScale 0.8 writes this path itself;
+# vllm-plugin-FL follows FLAGGEMS_ENABLE_OPLIST_PATH): the bench's proof that FlagGems ran.
+ENV FLAGGEMS_ENABLE_OPLIST_PATH=/tmp/gems_oplist.log.txt
 
 LABEL org.opencontainers.image.title="flagrelease-metax-stack-tree_none-gems_2.2-scale_0.8.0-cx_none-python_3.10-torch_2.6.0-pcp_maca3.0.0.8-gpu_metax001-arc_amd64-driver_3.0.11" \
       org.opencontainers.image.description="FlagOS chip stack for metax-c550: everything but the model" \

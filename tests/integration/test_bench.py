@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import uuid
@@ -12,7 +13,9 @@ import yaml
 from flagrelease.cell_facts import served_name
 from flagrelease.matrix import load_matrix, select
 from flagrelease.record import ReleaseRecord
-from flagrelease.steps import accuracy, loadgen
+from flagrelease.settings import Settings
+from flagrelease.steps import accuracy, gate, loadgen, reference
+from flagrelease.steps.report import load_sides
 from flagrelease.steps.smoke import run_options, serving
 from tests.conftest import ROOT, run_cli
 
@@ -81,6 +84,62 @@ def test_evaluator_scores_real_constrained_answers(served, cell):
     assert first.per_question() == second.per_question()
 
 
+def test_evaluator_samples_each_question_k_times_and_scores_avg_at_k(served, cell):
+    dataset = accuracy.load_dataset(ROOT / "datasets/tiny-arith-mc.jsonl", "arith-mc", "multiple_choice")
+    kwargs = {"engine": "llama_cpp", "concurrency": 1, "samples": 3, "temperature": 1.0}
+    first = accuracy.run(served, served_name(cell), dataset, **kwargs)
+    assert (first.n, first.samples, len(first.results)) == (40, 3, 120)
+    assert sorted((r.id, r.sample) for r in first.results) == sorted(
+        (q.id, s) for q in dataset.questions for s in range(3)
+    )
+    means = first.per_question()
+    assert first.score == pytest.approx(statistics.fmean(means.values()))
+    assert first.correct == sum(r.correct for r in first.results)
+    # One cluster per question: the spread of the 40 question means, not of 120 answers.
+    assert first.se == pytest.approx((statistics.pvariance(means.values()) / 40) ** 0.5)
+    # A random model at temperature 1 answers some question differently across its samples.
+    assert first.within_variance() > 0
+    # Sample i is drawn with seed i: asked again, the same answers.
+    again = accuracy.run(served, served_name(cell), dataset, **kwargs)
+    assert [(r.id, r.sample, r.answer) for r in again.results] == [(r.id, r.sample, r.answer) for r in first.results]
+
+
+def test_a_cell_is_gated_against_a_released_cell_read_back_from_s3(released, fr_home, s3, tmp_path, monkeypatch):
+    """tiny-llama on a second cpu row, gated against the released tiny-llama x cpu: its record
+    comes from the ledger, its per-question results from S3 (where a fleet's hosts find them)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, s3["env"][name])
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data["chips"]["cpu-b"] = {"extends": "cpu", "chip_code": "cpu002"}
+    data["matrix"]["include"].append({"chip": "cpu-b", "model": "tiny-llama"})
+    data["models"]["tiny-llama"]["bench"]["reference"] = {"chip": "cpu", "side": "native"}
+    for name in ("dockerfiles", "datasets", "baselines"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    matrix = load_matrix(tmp_path / "matrix.yaml")
+    [cpu_b] = select(matrix, chip="cpu-b")
+    settings = Settings(
+        home=fr_home, s3_url=s3["env"]["FLAGRELEASE_S3_URL"], s3_endpoint_url=s3["env"]["FLAGRELEASE_S3_ENDPOINT_URL"]
+    )
+    found = reference.resolve(cpu_b, matrix, settings)
+    assert found is not None
+    run_dir = fr_home / "results" / "tiny-llama--cpu" / released["run_id"]
+    trace = found.trace["arith-mc"]
+    assert (
+        trace.raw
+        == f"{s3['env']['FLAGRELEASE_S3_URL']}/tiny-llama--cpu/{released['run_id']}/accuracy-native-arith-mc.jsonl"
+    )
+    assert trace.sha256 == hashlib.sha256((run_dir / "accuracy-native-arith-mc.jsonl").read_bytes()).hexdigest()
+    assert trace.image == f"{released['repository']}@{released['digest']}"
+    # The released run's own flaggems side against its native side, now as a reference: the same
+    # answers (temperature 0, a grammar), paired per question.
+    record = ReleaseRecord.load(run_dir)
+    report, compared = gate.judge(load_sides(run_dir, record), found, cpu_b.model.bench.gate)
+    [verdict] = report.accuracy
+    assert (verdict.verdict, verdict.se_method, verdict.diff, verdict.se) == ("PASS", "paired", 0.0, 0.0)
+    assert compared["arith-mc"].run_id == released["run_id"]
+
+
 def test_evaluator_exact_match_kind(served, cell, tmp_path):
     path = tmp_path / "em.jsonl"
     path.write_text(
@@ -117,6 +176,11 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
             == record["bench"][side]["accuracy"]["arith-mc"]["correct"]
         )
     assert record["flaggems_installed"] is False
+    # No FlagGems in the stack: no record to read on either side, and the sides are the same stack.
+    assert [record["bench"][side]["flaggems"] for side in ("native", "flaggems")] == [None, None]
+    assert record["gate"]["sides_distinct"] is None
+    # Every question's reference is recorded with what it traces to (here the native side).
+    assert record["reference"]["arith-mc"]["origin"] == "this run"
     assert (run_dir / record["files"]["plot"]).read_bytes()[:4] == b"\x89PNG"
     # The typed record reads the same file back; the raw results stay out of release.json.
     typed = ReleaseRecord.load(run_dir)

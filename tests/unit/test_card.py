@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -228,12 +229,59 @@ def test_an_unpublished_run_gets_no_card():
         render_card(typed(rec), ASCEND, BASELINE)
 
 
+def old_record(cell) -> dict:
+    """release.json as written before records kept what the gate compared against."""
+    rec = record(cell)
+    del rec["reference"]
+    return rec
+
+
+def test_a_record_from_before_reference_was_recorded_gives_the_same_card_with_its_baseline():
+    assert render_card(typed(old_record(ASCEND)), ASCEND, BASELINE) == GOLDEN.read_text()
+
+
 def test_a_baseline_the_gate_did_not_use_is_refused():
     """The reference column must show what the gate compared against, not today's baseline."""
     edited = BASELINE.model_copy(deep=True)
     edited.benchmarks["gpqa"].score = 0.43
     with pytest.raises(ConfigError, match="gpqa: the gate of run .* compared against baseline Qwen3-4B-H100-CUDA"):
-        render_card(typed(record(ASCEND)), ASCEND, edited)
+        render_card(typed(old_record(ASCEND)), ASCEND, edited)
+    # A record that holds its reference needs no baseline file: editing that file changes nothing.
+    assert render_card(typed(record(ASCEND)), ASCEND, edited) == GOLDEN.read_text()
+
+
+def test_a_recorded_reference_that_does_not_give_the_gates_difference_is_refused():
+    rec = record(ASCEND)
+    rec["reference"]["mmlu"]["score"] = 0.6
+    with pytest.raises(ConfigError, match="mmlu: .* the card would show baseline Qwen3-4B-H100-CUDA, 0.6000"):
+        render_card(typed(rec), ASCEND, None)
+
+
+def test_a_released_reference_is_traced_to_its_run_image_and_raw_results():
+    rec = record(ASCEND)
+    image = "127.0.0.1:5000/flagrelease/flagrelease-nvidia-release-model_qwen3-4b@sha256:" + "ab" * 32
+    for name, entry in rec["reference"].items():
+        entry |= {
+            "against": "released qwen3-4b x nvidia-h100 run 20260114T230000Z-0f0f0f (native side)",
+            "origin": "released",
+            "raw": f"s3://flagos-releases/qwen3-4b--nvidia-h100/20260114T230000Z-0f0f0f/accuracy-native-{name}.jsonl",
+            "sha256": hashlib.sha256(name.encode()).hexdigest(),
+            "run_id": "20260114T230000Z-0f0f0f",
+            "image": image,
+            "source": "",
+        }
+    rec["compared_against"] = {name: entry["against"] for name, entry in rec["reference"].items()}
+    text = render_card(typed(rec), ASCEND, None)
+    assert "published numbers" not in text
+    assert (
+        "  - gpqa, mmlu: the release record of released qwen3-4b x nvidia-h100 run 20260114T230000Z-0f0f0f "
+        f"(native side), image `{image}`; raw results "
+        "`s3://flagos-releases/qwen3-4b--nvidia-h100/20260114T230000Z-0f0f0f/accuracy-native-gpqa.jsonl` "
+        f"(sha256 `{hashlib.sha256(b'gpqa').hexdigest()}`), "
+    ) in text
+    assert "run `20260114T230000Z-0f0f0f`" in text.split("**Provenance.**")[1]
+    rows = table(text, "benchmark")
+    assert [float(r["reference stack"]) for r in rows] == [0.41, 0.669]
 
 
 def test_a_record_of_another_cell_is_refused():
@@ -279,3 +327,15 @@ def test_write_card_writes_beside_the_record(tmp_path):
     assert path.read_text() == GOLDEN.read_text()
     with pytest.raises(ConfigError, match="no release record"):
         write_card(tmp_path / "absent", ASCEND, BASELINE)
+
+
+def test_the_card_lists_the_operators_flaggems_recorded_on_each_side():
+    text, rec = card("ascend")
+    recorded = rec["bench"]["flaggems"]["flaggems"]
+    [line] = [line for line in text.splitlines() if line.startswith("- FlagGems operators recorded")]
+    listed, native = line.split(" in its container): ", 1)[1].split("; on the `native` side: ")
+    assert re.findall(r"`([^`]+)`", listed) == recorded["operators"]
+    assert f"({len(recorded['operators'])}, from `{recorded['path']}`" in line
+    assert native == "none."
+    cpu, _ = card("cpu")  # no FlagGems in the stack: both sides are the same operators
+    assert "This stack has no FlagGems" in cpu and "FlagGems operators recorded" not in cpu

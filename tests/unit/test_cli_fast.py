@@ -116,3 +116,15 @@ def test_error_text_keeps_its_square_brackets(tmp_path):
     proc = run_cli("matrix", "--matrix", str(bad), home=tmp_path)
     assert proc.returncode == 2
     assert "unknown key 'modle' in matrix.include[0]" in proc.stderr and "did you mean 'model'?" in proc.stderr
+
+
+def test_a_matrix_with_two_cells_of_one_name_exits_2_before_anything_runs(tmp_path):
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    del data["chips"]["ascend-a2"]["spelling"]
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    proc = run_cli(
+        "build", "--matrix", str(tmp_path / "matrix.yaml"), "--model", "tiny-llama", "--chip", "cpu", home=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "qwen3-4b x ascend-a2 and qwen3-4b x ascend-a3 would get the same image name" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -33,6 +33,22 @@ def test_cells_differing_only_in_arch_are_one_unit_when_pushed(tmp_path):
     assert [[c.chip_id for c in u.cells] for u in fanout.units(cells, push=False)] == [["cpu"], ["cpu-arm"]]
 
 
+def test_a_multi_arch_set_never_holds_two_cells_of_one_arch():
+    """Cells that bypass the load check (one arch, one name) stay separate units."""
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    [cpu] = select(matrix, chip="cpu")
+    twin = cpu.model_copy(update={"chip_id": "cpu-twin"})
+    arm = cpu.model_copy(update={"chip_id": "cpu-arm", "chip": cpu.chip.model_copy(update={"arch": "arm64"})})
+    units = fanout.units([cpu, twin, arm], push=True)
+    assert [[c.chip_id for c in u.cells] for u in units] == [["cpu", "cpu-arm"], ["cpu-twin"]]
+
+
+def test_the_shipped_matrix_has_no_set_of_two_cells_of_one_arch():
+    for unit in fanout.units(expand(load_matrix(ROOT / "matrix.yaml")), push=True):
+        arches = [c.chip.arch for c in unit.cells]
+        assert len(set(arches)) == len(arches), unit.label
+
+
 def test_lanes_keep_a_chip_in_order_and_run_other_chips_beside_it(tmp_path):
     matrix = matrix_with(
         tmp_path, **{"cpu-b": {"extends": "cpu", "chip_code": "cpu002"}, "cpu-arm": {"extends": "cpu", "arch": "arm64"}}

@@ -1,10 +1,13 @@
 import math
+import random
+import re
 import statistics
 
 import pytest
 from pydantic import ValidationError
 
 from flagrelease.perf_metrics import RequestTrace, summarize
+from flagrelease.results import QuestionResult, per_question_means, within_variance
 from flagrelease.steps.gate import (
     BenchScore,
     GatePolicy,
@@ -13,6 +16,7 @@ from flagrelease.steps.gate import (
     judge_accuracy,
     judge_perf,
     perf_ratios,
+    perf_undecided,
 )
 
 CLASSIC = GatePolicy(rule="classic")
@@ -258,3 +262,121 @@ def test_perf_ratios_refuse_missing_levels_and_unpaired_windows():
         perf_ratios([[result(1, 1.0), result(4, 1.0)]], [[result(1, 1.0)]])
     with pytest.raises(ValueError, match="pairs differ"):
         perf_ratios([[result(1, 1.0)], [result(1, 1.0)]], [[result(1, 1.0)]])
+
+
+# avg@k: a question's k samples are one cluster.
+
+
+def sampled(probabilities: list[float], k: int, rng: random.Random) -> list[QuestionResult]:
+    """k samples of each question, correct with the question's own probability."""
+    return [
+        QuestionResult(id=f"q{i}", expected="A", answer="A", correct=rng.random() < p, attempts=1, sample=s)
+        for i, p in enumerate(probabilities)
+        for s in range(k)
+    ]
+
+
+def side(results: list[QuestionResult], k: int) -> BenchScore:
+    means = per_question_means(results)
+    return BenchScore(
+        score=sum(means.values()) / len(means),
+        n=len(means),
+        per_question=means,
+        samples=k,
+        within_var=within_variance(results),
+    )
+
+
+def test_avg_at_k_se_counts_questions_not_samples():
+    """15 questions always right and 15 always wrong, 4 samples each: 120 answers, but the
+    spread is that of 30 questions. Treating the samples as 120 questions would halve the SE."""
+    results = [
+        QuestionResult(id=f"q{i}", expected="A", answer="A", correct=i < 15, attempts=1, sample=s)
+        for i in range(30)
+        for s in range(4)
+    ]
+    candidate = side(results, 4)
+    assert (candidate.score, candidate.within_var) == (0.5, 0.0)
+    b = judge_accuracy("AIME", BenchScore(score=0.5, n=30), candidate, STATISTICAL)
+    assert b.se_method == "unpaired"
+    assert b.se == pytest.approx(math.sqrt(0.25 / 30 + 0.25 / 30))  # not sqrt(0.25/30 + 0.25/120)
+    assert b.reason.startswith("AIME avg@4 0.500 vs reference 0.500")
+
+
+def test_one_sample_per_question_keeps_the_binomial_se():
+    ref = BenchScore(score=0.6, n=10, per_question=questions(10, range(6)))
+    cand = BenchScore(score=0.5, n=10, per_question={f"x{i}": float(i < 5) for i in range(10)})  # other ids
+    b = judge_accuracy("X", ref, cand, STATISTICAL)
+    assert (b.se_method, b.se) == ("unpaired", pytest.approx(math.sqrt((0.24 + 0.25) / 10)))
+
+
+def test_within_variance_of_samples():
+    rows = [  # q0: 1 of 4 right, q1: 4 of 4
+        QuestionResult(id=f"q{i}", expected="A", answer="A", correct=c, attempts=1, sample=s)
+        for i, answers in enumerate([(1, 0, 0, 0), (1, 1, 1, 1)])
+        for s, c in enumerate(answers)
+    ]
+    assert per_question_means(rows) == {"q0": 0.25, "q1": 1.0}
+    assert within_variance(rows) == pytest.approx((0.25 * 0.75 * 4 / 3 + 0) / 2)
+
+
+def mean_se_squared(probabilities: list[float], k: int, reference: BenchScore, seeds: range) -> float:
+    return statistics.fmean(
+        judge_accuracy("B", reference, side(sampled(probabilities, k, random.Random(s)), k), STATISTICAL).se ** 2
+        for s in seeds
+    )
+
+
+def test_inconclusive_says_how_many_samples_per_question_would_decide_it():
+    """Questions of middling difficulty, 2 samples each: most of the noise is sampling. The
+    number of samples the reason names, drawn from the same questions, does decide it."""
+    rng = random.Random(7)
+    probabilities = [0.55 + 0.1 * rng.random() for _ in range(60)]
+    reference = BenchScore(score=0.72, n=5000)  # published, large: nearly no noise of its own
+    b = judge_accuracy("B", reference, side(sampled(probabilities, 2, random.Random(1)), 2), STATISTICAL)
+    assert b.verdict == "INCONCLUSIVE"
+    found = re.search(r"or about (\d+) samples per question on these questions", b.reason)
+    assert found, b.reason
+    k = int(found.group(1))
+    target = ((b.diff + 0.05) / 1.96) ** 2
+    assert k > 2
+    assert mean_se_squared(probabilities, k, reference, range(100, 130)) <= target * 1.1
+    assert mean_se_squared(probabilities, max(k // 2, 2), reference, range(100, 130)) > target
+
+
+def test_inconclusive_says_when_no_number_of_samples_can_decide_it():
+    """Questions either easy or hard: the spread is between questions, and sampling each more
+    often cannot narrow it; only more questions can."""
+    rng = random.Random(3)
+    probabilities = [0.95 if rng.random() < 0.6 else 0.05 for _ in range(40)]
+    b = judge_accuracy(
+        "B", BenchScore(score=0.62, n=5000), side(sampled(probabilities, 4, random.Random(2)), 4), STATISTICAL
+    )
+    assert b.verdict == "INCONCLUSIVE"
+    assert "questions would decide it at this difference" in b.reason
+    assert "more samples per question cannot: the spread between questions alone gives SE ≈" in b.reason
+
+
+def windows(durations):
+    """One window per pair at concurrency 1: a duration of 1.0 s is the reference's speed."""
+    return [[result(1, d)] for d in durations]
+
+
+def test_perf_undecided_names_the_levels_more_pairs_could_decide():
+    reference = windows([1.0] * 5)
+    steady = windows([1.02, 0.98, 1.01, 0.99, 1.0])  # ratio ~1.0, tight: PASS
+    noisy = windows([0.8, 1.5, 0.9, 1.4, 1.0])  # ratio ~0.9, wide: straddles 0.8
+    assert perf_undecided(reference, steady, STATISTICAL) == []
+    assert perf_undecided(reference, noisy, STATISTICAL) == ["perf c=1 100/50"]
+    assert perf_undecided(reference, noisy, CLASSIC) == []  # a point ratio is always decided
+    assert perf_undecided([], [], STATISTICAL) == []
+
+
+def test_adding_pairs_needs_both_stacks_up():
+    from flagrelease.schema import PerfPlan
+
+    assert PerfPlan(repeats=5, max_repeats=10, interleave=True).max_repeats == 10
+    with pytest.raises(ValidationError, match="set interleave: true"):
+        PerfPlan(repeats=5, max_repeats=10)
+    with pytest.raises(ValidationError, match=r"max_repeats \(3\) is below repeats \(5\)"):
+        PerfPlan(repeats=5, max_repeats=3, interleave=True)

@@ -222,3 +222,13 @@ def test_validation_names_the_allowed_keys_at_any_depth():
     assert allowed_keys(MatrixFile, ["matrix", "include", 3]) == ["chip", "model", "overrides"]
     assert "in" in allowed_keys(MatrixFile, ["compatibility", 0, "require"])  # by its alias
     assert allowed_keys(MatrixFile, ["models", "m", "bench", "perf"])[:2] == ["concurrency", "interleave"]
+
+
+def test_samples_need_a_temperature(tmp_path):
+    data = project_matrix()
+    data["models"]["tiny-llama"]["bench"]["accuracy"][0] |= {"samples": 4}
+    with pytest.raises(ConfigError, match="samples: 4 at temperature 0 would ask the same question 4 times"):
+        load_matrix(write(tmp_path, data))
+    data["models"]["tiny-llama"]["bench"]["accuracy"][0] |= {"temperature": 0.6}
+    [plan] = load_matrix(write(tmp_path, data)).models["tiny-llama"].bench.accuracy
+    assert (plan.samples, plan.temperature) == (4, 0.6)

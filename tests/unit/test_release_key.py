@@ -11,7 +11,8 @@ from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import key_tag, repository_name, stack_repository_name
 from flagrelease.results import BaseImageResult
-from flagrelease.settings import BuildSettings
+from flagrelease.settings import BuildSettings, Settings
+from flagrelease.steps import reference
 from flagrelease.steps.release_key import key_parts, release_key, tree_fingerprint
 from flagrelease.steps.render import render_context
 from tests.conftest import ROOT
@@ -36,7 +37,8 @@ def parts(tmp_path, edit=None, base=BASE):
     weights = tmp_path / "weights"
     weights.mkdir(exist_ok=True)
     (weights / "tiny-llama.gguf").write_bytes(b"weights")
-    return key_parts(cell, matrix, ctx, base, weights, tmp_path / "cache.json")
+    against = reference.resolve(cell, matrix, Settings(home=tmp_path / "home"))
+    return key_parts(cell, matrix, ctx, base, weights, tmp_path / "cache.json", against)
 
 
 def changed(one: dict, two: dict) -> set[str]:
@@ -54,10 +56,14 @@ def test_the_same_inputs_give_the_same_key(tmp_path):
         (lambda d: d["models"]["tiny-llama"]["bench"]["perf"].update(num_prompts=8), {"bench"}),
         (lambda d: d["models"]["tiny-llama"]["serve"]["engine_args"].update(max_num_seqs=2), {"model"}),
         (lambda d: d["chips"]["cpu"]["runtime"]["env"].update(OMP_NUM_THREADS="1"), {"runtime"}),
+        (
+            lambda d: d["models"]["tiny-llama"]["bench"].update(reference="baselines/qwen3-4b-h100-cuda.yaml"),
+            {"baseline"},
+        ),
         # A chip pin: the stack (its labels), the pins, and the model image's name.
         (lambda d: d["chips"]["cpu"].update(driver="1.0"), {"stack", "pins", "model"}),
     ],
-    ids=["gate", "bench", "serve-args", "runtime", "pin"],
+    ids=["gate", "bench", "serve-args", "runtime", "reference", "pin"],
 )
 def test_each_change_moves_its_part_and_the_key(tmp_path, edit, moved):
     before, after = parts(tmp_path), parts(tmp_path, edit)

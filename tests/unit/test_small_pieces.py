@@ -11,6 +11,7 @@ from flagrelease.errors import ConfigError, GateFailed, ServiceError, ServiceUna
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import base_reference
 from flagrelease.settings import BuildSettings
+from flagrelease.steps import accuracy
 from flagrelease.steps.smoke import run_options
 from tests.conftest import ROOT
 
@@ -129,3 +130,23 @@ def test_handled_failures_leave_the_console_to_the_cli(record, shown):
     from flows.console_logging import HideHandledFailures
 
     assert HideHandledFailures().filter(record) is shown
+
+
+@pytest.mark.parametrize(
+    "engine,temperature,fields",
+    [
+        ("vllm", 0.0, {}),  # greedy: nothing to sample
+        ("vllm", 0.6, {"top_p": 0.95}),
+        # llama-server truncates by default (top_k 40, min_p 0.05); vLLM does not.
+        ("llama_cpp", 0.6, {"top_p": 0.95, "top_k": 0, "min_p": 0.0}),
+    ],
+)
+def test_sampled_answers_draw_from_the_stated_distribution(engine, temperature, fields):
+    sampled = accuracy.sampling(engine, temperature, 0.95, "q1", 3)
+    assert {k: v for k, v in sampled.items() if k != "seed"} == fields
+
+
+def test_every_question_and_sample_has_its_own_seed():
+    seeds = {accuracy.sampling("vllm", 0.6, 1.0, f"q{q}", s)["seed"] for q in range(40) for s in range(4)}
+    assert len(seeds) == 160 and all(0 <= seed < 2**32 for seed in seeds)
+    assert accuracy.sampling("vllm", 0.6, 1.0, "q1", 2) == accuracy.sampling("vllm", 0.6, 1.0, "q1", 2)
