@@ -3,8 +3,8 @@
     python stage_driver.py STAGE MARKER build --model tiny-llama --chip cpu ...
 
 The fault tests send SIGTERM or SIGINT once the marker appears, so the signal reaches the
-release in that stage. Build, smoke, bench, publish and report take seconds of real work
-and are signalled while it runs. Preflight and gate take milliseconds: no signal sent from
+release in that stage. Build, smoke, bench, publish (its first push, the chip stack's) and
+report take seconds of real work and are signalled while it runs. Preflight and gate take milliseconds: no signal sent from
 outside could land in them, so the run waits there (bounded) for the signal to arrive.
 """
 
@@ -25,7 +25,7 @@ STEPS = {
     "smoke": (smoke, "smoke_test"),
     "bench": (bench, "measure_sides"),
     "gate": (gate, "judge"),
-    "publish": (publish, "push_release"),
+    "publish": (publish, "push_stack"),  # the chip stack goes first: seconds of upload
     "report": (report, "publish_reports"),
 }
 HELD = {"preflight", "gate"}

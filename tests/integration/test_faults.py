@@ -407,9 +407,18 @@ def test_sigterm_and_sigint_at_every_stage(stage, tmp_path, registry, released, 
     for signum in (signal.SIGTERM, signal.SIGINT):
         run = FaultRun(tmp_path / signum.name, registry.address, env=dict(prefect_env))
         runs[signum] = (run, run.start("--force", command=[*DRIVER, stage, str(run.root / "stage")]))
-    for signum, (run, proc) in runs.items():
-        wait_for((run.root / "stage").exists, f"{stage} stage", proc)
-        os.kill(proc.pid, signum)
+    waiting = dict(runs)
+
+    def signal_those_in_the_stage() -> bool:  # each as soon as it is there: a stage may take a second
+        for signum, (run, proc) in list(waiting.items()):
+            if (run.root / "stage").exists():
+                os.kill(proc.pid, signum)
+                del waiting[signum]
+            elif proc.poll() is not None:
+                pytest.fail(f"the {signum.name} run ended (exit {proc.returncode}) before the {stage} stage")
+        return not waiting
+
+    wait_for(signal_those_in_the_stage, f"{stage} stage")
     for signum, (run, proc) in runs.items():
         output = finish(proc, run)
         assert f"stopped by {signum.name}" in output, output[-3000:]
