@@ -4,8 +4,9 @@
 
 The fault tests send SIGTERM or SIGINT once the marker appears, so the signal reaches the
 release in that stage. Build, smoke, bench, publish (its first push, the chip stack's) and
-report take seconds of real work and are signalled while it runs. Preflight and gate take milliseconds: no signal sent from
-outside could land in them, so the run waits there (bounded) for the signal to arrive.
+report take seconds of real work and are signalled while it runs. Preflight and gate take
+milliseconds: no signal sent from outside could land in them, so the run waits there
+(bounded) for the signal to arrive.
 """
 
 from __future__ import annotations
