@@ -49,6 +49,11 @@ def chip_pins(chip_id: str, chip: Chip) -> dict[str, str]:
     return core | extra
 
 
+def pin_labels(pin_map: dict[str, str]) -> dict[str, str]:
+    """The OCI labels that carry pins: org.flagos.<pin, `_` spelled `-`>."""
+    return {f"org.flagos.{key.replace('_', '-')}": value for key, value in pin_map.items()}
+
+
 def served_name(cell: Cell) -> str:
     return cell.model.served_model_name.format(vendor=cell.chip.vendor, chip=cell.chip_id)
 

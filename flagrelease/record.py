@@ -35,6 +35,7 @@ from flagrelease.results import (
     StackImage,
     StagedImage,
 )
+from flagrelease.supply_chain import Attestation
 from flagrelease.validation import config_error
 
 RECORD_FILE = "release.json"
@@ -93,6 +94,9 @@ class ReleaseRecord(BaseModel):
     # A multi-arch set member: pushed under its staging tag, released when the whole set is.
     staged: StagedImage | None = None
     publish: PublishResult | None = None
+    # The SBOM and provenance of the released image, by kind: files beside release.json,
+    # attached to the digest in the registry (see flagrelease/supply_chain.py).
+    attestations: dict[str, Attestation] = {}
     timings: dict[str, float] = {}
     # How the run ended for a command line: 0 done, else the FlagReleaseError's exit code.
     exit_code: int = 0

@@ -34,6 +34,8 @@ GitSource = Annotated[str, StringConstraints(pattern=r"^git\+https://[A-Za-z0-9.
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 SafeValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:=/@+%-]*$")]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+-]*$")]
+# An absolute path that may hold shell glob characters; it is expanded by `sh` inside an image.
+PathGlob = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/@+*?\[\]-]*$")]
 
 
 # Prefect accepts most characters in a work pool name; these also stay valid in a deployment
@@ -497,11 +499,38 @@ class MatrixAxes(Strict):
     exclude: list[ExcludeEntry] = []
 
 
+class VersionFile(Strict):
+    """A vendor SDK file inside an image that states the SDK's version (read for the SBOM)."""
+
+    path: AbsPath
+    component: Ident  # the SBOM component it becomes, e.g. cann-toolkit
+    format: Literal["key=value", "json"] = "key=value"
+    # The line's key (key=value), or a dotted path into the JSON document ("cuda.version").
+    key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "version"
+
+
+class SbomSources(Strict):
+    """Where the SBOM looks inside an image: Python interpreters (each one's environment is
+    listed), and vendor SDK version files. The dpkg and rpm databases are always read."""
+
+    interpreters: list[PathGlob] = [
+        "/usr/bin/python3",
+        "/usr/bin/python3.[0-9]",
+        "/usr/bin/python3.[0-9][0-9]",
+        "/usr/local/bin/python3",
+        "/usr/local/python3*/bin/python3",
+        "/opt/*/bin/python3",
+        "/opt/conda/envs/*/bin/python3",
+    ]
+    version_files: list[VersionFile] = []
+
+
 TimestampFormat = Literal["YYMMDDHHMM", "YYYYMMDDHHMM"]
 
 
 class ReleaseDefaults(Strict):
     namespace: Ident = "flagrelease"
+    sbom: SbomSources = SbomSources()
     # The release tag: UTC time, 10 digits as in the reference card (2512101714) or 12 as
     # FlagRelease's current tooling writes them (202512101714). Both are read as release tags.
     timestamp: TimestampFormat = "YYMMDDHHMM"

@@ -38,6 +38,7 @@ from flagrelease.errors import (
     ServiceUnavailable,
 )
 from flagrelease.matrix import find_matrix, load_matrix, select
+from flagrelease.provenance import BuildInputs
 from flagrelease.record import ReleaseRecord, new_run_id
 from flagrelease.results import (
     BaseImageResult,
@@ -56,12 +57,14 @@ from flagrelease.results import (
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
 from flagrelease.steps import (
+    attest,
     base_image,
     bench,
     build,
     gate,
     incremental,
     plan_bundle,
+    provenance,
     publish,
     reference,
     release_key,
@@ -71,6 +74,7 @@ from flagrelease.steps import (
     weights,
 )
 from flagrelease.steps.preflight import preflight
+from flagrelease.supply_chain import SBOM_KIND, Attestation
 from flows import fleet, stopping
 from flows.console_logging import hide_handled_failures
 from flows.fleet import cell_slot
@@ -256,13 +260,55 @@ def push_stack_task(stack: StackImage, registry: str, repository: str) -> str:
     return publish.push_stack(docker_engine.connect(), stack, registry, repository, on_line=_log)
 
 
+@task(name="sbom", cache_policy=NO_CACHE)
+def sbom_task(image: ImageRef, matrix: MatrixFile, run_dir: Path, run_id: str) -> Attestation:
+    return attest.make_sbom(docker_engine.connect(), image, matrix.release.sbom, run_dir, owner=run_id)
+
+
+@task(name="provenance-inputs", cache_policy=NO_CACHE)
+def provenance_inputs_task(
+    matrix_path: Path,
+    matrix: MatrixFile,
+    cell: Cell,
+    ctx: BuildContext,
+    base: BaseImageResult,
+    parameters: dict,
+    settings: Settings,
+) -> BuildInputs:
+    client = docker_engine.connect()
+    return provenance.build_inputs(client, matrix_path, matrix, cell, ctx, base, parameters, settings.build)
+
+
 @task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
 def push_task(
-    image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str], key: str | None
-) -> PublishResult:
-    return publish.push_release(
-        docker_engine.connect(), image.image_id, registry, repository, tag, aliases=aliases, on_line=_log, key=key
+    image: ImageRef,
+    registry: str,
+    repository: str,
+    tag: str,
+    aliases: list[str],
+    key: str | None,
+    record: ReleaseRecord,
+    inputs: BuildInputs,
+    run_dir: Path,
+) -> tuple[PublishResult, dict[str, Attestation]]:
+    """Push, attach the SBOM and provenance to the pushed digest, then move the aliases."""
+    attached: dict[str, Attestation] = {}
+
+    def attach(digest: str) -> None:
+        attached.update(attest.attach_documents(registry, repository, digest, run_dir, record, inputs, _log))
+
+    result = publish.push_release(
+        docker_engine.connect(),
+        image.image_id,
+        registry,
+        repository,
+        tag,
+        aliases=aliases,
+        on_line=_log,
+        key=key,
+        attach=attach,
     )
+    return result, attached
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
@@ -410,14 +456,32 @@ def release_cell(
                     fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
                 )
             if registry_addr is not None:
+                aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
+                run_dir = record.directory(settings.results_dir)
+                if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
+                    with _timed(record, "sbom"):
+                        record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, run_id)}
+                        parameters = {
+                            "registry": registry_addr,
+                            "repository": repository,
+                            "tag": tag,
+                            "aliases": aliases,
+                            "force": force,
+                            "bundle": bundle,
+                            "smoke_timeout_s": smoke_timeout_s,
+                        }
+                        inputs = provenance_inputs_task(
+                            matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
+                        )
                 with _timed(record, "push"):
                     stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
                     record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
-                    aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
                     if defer_push:
                         record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
                     else:
-                        record.publish = push_task(record.image, registry_addr, repository, tag, aliases, key)
+                        record.publish, record.attestations = push_task(
+                            record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir
+                        )
             record.status = "released" if record.publish else "built"
     except BaseException as err:  # Ctrl-C and SIGTERM too: the record says how far the run got
         interrupted = isinstance(err, KeyboardInterrupt)

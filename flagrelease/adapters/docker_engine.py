@@ -22,6 +22,7 @@ from typing import IO
 import docker
 import docker.errors
 import docker.types
+import requests
 
 from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
@@ -220,10 +221,11 @@ def running_container(
     (success, failure, timeout, Ctrl-C, SIGTERM). `labels`: at least OWNER_LABEL."""
     container = None
     try:
-        container = client.containers.run(
+        # Created, then started: a container that cannot start (a port, a device, the bridge)
+        # is already ours to remove, where `containers.run` would leave it behind as Created.
+        container = client.containers.create(
             image,
             name=name,
-            detach=True,
             environment=env,
             ports={f"{container_port}/tcp": ("127.0.0.1", None)},
             volumes=volumes,
@@ -233,11 +235,12 @@ def running_container(
             labels=labels,
             nano_cpus=round(cpus * 1e9) if cpus else None,
         )
+        container.start()
         yield container
     except docker.errors.APIError as err:
         raise ServiceError(f"cannot start container from {image}: {err.explanation or err}") from None
     finally:
-        # By name: an interrupt may land after dockerd created the container but before `run`
+        # By name: an interrupt may land after dockerd created the container but before `create`
         # returned it. Removal finishes even when the interrupt lands during it.
         try:
             _remove(client, name)
@@ -249,6 +252,44 @@ def running_container(
 def _remove(client: docker.DockerClient, name: str) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         client.api.remove_container(name, force=True)
+
+
+def run_to_completion(
+    client: docker.DockerClient, image: str, script: str, *, owner: str, timeout_s: float
+) -> tuple[int, str]:
+    """Run `sh -c script` in `image` without network and return (exit code, stdout).
+
+    The container is removed whatever happens; one still running at `timeout_s` is killed
+    and reported as a ServiceError.
+    """
+    container = None
+    try:
+        container = client.containers.create(
+            image,
+            command=["-c", script],
+            entrypoint=["/bin/sh"],
+            network_disabled=True,
+            labels={OWNER_LABEL: owner},
+        )
+        container.start()
+        try:
+            code = container.wait(timeout=timeout_s)["StatusCode"]
+        except requests.exceptions.RequestException as err:  # the wait's ReadTimeout
+            raise ServiceError(
+                f"{image}: `sh -c ...` did not finish in {timeout_s:.0f} s ({type(err).__name__})", where=image
+            ) from None
+        return code, container.logs(stdout=True, stderr=False).decode(errors="replace")
+    except docker.errors.APIError as err:
+        raise ServiceError(f"cannot run a container of {image}: {err.explanation or err}", where=image) from None
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+def engine_version(client: docker.DockerClient) -> str:
+    """dockerd's version, e.g. 20.10.24+dfsg1."""
+    return str(client.version().get("Version", "unknown"))
 
 
 def published_port(container, container_port: int) -> int:

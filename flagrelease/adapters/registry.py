@@ -17,13 +17,15 @@ IMAGE_MANIFEST_TYPES = [
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ]
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        *IMAGE_MANIFEST_TYPES,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+ALL_MANIFEST_TYPES = [
+    INDEX_TYPE,
+    *IMAGE_MANIFEST_TYPES,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+]
+# SBOMs and provenance statements; an image's layers are never read through `blob`.
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
+MANIFEST_TYPES = ", ".join(ALL_MANIFEST_TYPES)
 
 
 def base_url(registry: str) -> str:
@@ -164,3 +166,74 @@ class RegistryClient:
         if response.status_code == 404:
             return []
         return self._checked(response, f"list the tags of {repository}").json().get("tags") or []
+
+    def descriptor(self, repository: str, reference: str) -> dict:
+        """{mediaType, digest, size} of the manifest at repository:tag or @digest, from its bytes."""
+        response = self._checked(
+            self._send("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}),
+            f"read {repository}:{reference}",
+        )
+        return {
+            "mediaType": response.headers["Content-Type"].split(";")[0],
+            "digest": response.headers["Docker-Content-Digest"],
+            "size": len(response.content),
+        }
+
+    def manifest_document(self, repository: str, reference: str) -> dict | None:
+        """Any manifest or index at repository:tag or @digest as JSON; None when absent."""
+        response = self._send(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}
+        )
+        if response.status_code == 404:
+            return None
+        return self._checked(response, f"read {repository}:{reference}").json()
+
+    def put_manifest(self, repository: str, reference: str, document: bytes, media_type: str) -> str:
+        """PUT a manifest or index; the digest the registry gives it."""
+        response = self._checked(
+            self._send(
+                "PUT", f"/v2/{repository}/manifests/{reference}", content=document, headers={"Content-Type": media_type}
+            ),
+            f"write {repository}:{reference}",
+        )
+        return response.headers["Docker-Content-Digest"]
+
+    def blob(self, repository: str, digest: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
+        """A blob's bytes, bounded (documents, not layers)."""
+        chunks: list[bytes] = []
+        try:
+            with self._http.stream("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True) as response:
+                if response.is_error:
+                    response.read()
+                    self._checked(response, f"read the blob {digest} of {repository}")
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if sum(map(len, chunks)) > max_bytes:
+                        raise ServiceError(
+                            f"blob {digest} of {self.registry}/{repository} exceeds {max_bytes} bytes",
+                            where=self.registry,
+                        )
+        except httpx.HTTPError as err:
+            raise ServiceUnavailable(
+                f"registry {self.registry} failed while sending {digest}: {type(err).__name__}: {err}",
+                where=self.registry,
+            ) from None
+        return b"".join(chunks)
+
+    def referrers(self, repository: str, digest: str) -> list[dict]:
+        """Descriptors of the manifests whose `subject` is `digest`: the referrers API where the
+        registry has it, else the tag-schema fallback (`sha256-<hex>` index, OCI distribution 1.1)."""
+        response = self._send(
+            "GET", f"/v2/{repository}/referrers/{digest}", headers={"Accept": "application/vnd.oci.image.index.v1+json"}
+        )
+        if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(INDEX_TYPE):
+            return response.json().get("manifests") or []
+        if response.status_code == 401:
+            raise self._unauthorized()
+        index = self.manifest_document(repository, referrers_tag(digest))
+        return (index or {}).get("manifests") or []
+
+
+def referrers_tag(digest: str) -> str:
+    """The fallback tag listing the referrers of `digest`: sha256:<hex> -> sha256-<hex>."""
+    return digest.replace(":", "-", 1)

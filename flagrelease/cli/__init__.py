@@ -13,6 +13,7 @@ from flagrelease.cli.fleet import deploy, worker
 from flagrelease.cli.matrix import matrix_cmd, render, weights
 from flagrelease.cli.release import build, release
 from flagrelease.cli.releases import card, releases_app
+from flagrelease.cli.verify import verify
 
 app = typer.Typer(
     help="Release pipeline for the FlagOS stack: chip x model matrix -> tested, published images.\n\n"
@@ -32,3 +33,4 @@ app.add_typer(bench_app, name="bench")
 app.command("gate")(gate_cmd)
 app.add_typer(releases_app, name="releases")
 app.command()(card)
+app.command()(verify)

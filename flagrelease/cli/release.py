@@ -196,6 +196,7 @@ def _summary(outcome: CellOutcome) -> dict:
         "resumed_from": record.resumed_from,
         "taken_over": record.reused,
         "stack": record.stack.model_dump() if record.stack else None,
+        "attestations": {kind: a.model_dump() for kind, a in record.attestations.items()},
         "smoke": {
             "passed": record.smoke.passed,
             "ready_seconds": record.smoke.ready_seconds,

@@ -73,14 +73,28 @@ def releases_list(
 
 @releases_app.command("show")
 def releases_show(ref: str = typer.Argument(..., help="run id, or image as REPO:TAG or REPO@sha256:...")) -> None:
-    """One release's full record.
+    """One release's full record, and under `supply_chain` where its SBOM and provenance are
+    (local file, S3 copy, OCI artifact in the registry).
 
     Example: flagrelease releases show 127.0.0.1:5000/flagrelease/flagrelease-cpu-release-...:latest
     """
+    from flagrelease.supply_chain import locations
+
     try:
-        print(_ledger().show(ref).to_json(), end="")
+        settings = load_settings()
+        record = _ledger().show(ref)
     except FlagReleaseError as err:
         fail(err, False)
+    publish = record.publish
+    where = locations(
+        record.attestations,
+        f"{record.cell}/{record.run_id}",
+        str(settings.results_dir),
+        settings.s3_url,
+        f"{publish.registry}/{publish.repository}" if publish else None,
+        publish.digest if publish else None,
+    )
+    print(json.dumps(record.as_dict() | {"supply_chain": where}, indent=2))
 
 
 @releases_app.command("latest")

@@ -16,7 +16,7 @@ staging tags stay, pointing at the released digests.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn, Protocol
 
 from pydantic import BaseModel
@@ -63,14 +63,16 @@ def push_release(
     aliases: Sequence[str] = (),
     on_line=print,
     key: str | None = None,
+    attach: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Push `image_id` as registry/repository:tag, then point the aliases and the key tag
     (`key-<key>`, when a release key is given) at it.
 
-    `repository` excludes the registry host. The release is complete once its key tag is
-    set; a failure or an interrupt (SIGTERM, Ctrl-C) before that removes the release tag
-    again (and the aliases already moved to it), so the registry never serves a release
-    tag its record does not call released.
+    `attach(digest)` runs between the verified push and the aliases (the SBOM and provenance
+    of the digest). `repository` excludes the registry host. The release is complete once
+    its key tag is set; a failure (of the push, the attaching or an alias) or an interrupt
+    (SIGTERM, Ctrl-C) before that removes the release tag again (and the aliases already
+    moved to it), so the registry never serves a release tag its record does not call released.
     """
     started = time.monotonic()
     item = PublishItem(
@@ -83,6 +85,8 @@ def push_release(
         _refuse_existing(api, item)
         try:
             digest = _push(client, api, credentials, item, item.tag, on_line)
+            if attach is not None:
+                attach(digest)
             _move_aliases(api, item, digest, on_line)
         except BaseException:
             _undo_push(api, item, item.tag, on_line)

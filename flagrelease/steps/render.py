@@ -18,7 +18,7 @@ from typing import Literal
 import jinja2
 import yaml
 
-from flagrelease.cell_facts import flaggems_installed, pins, serve_config, serve_port, served_name
+from flagrelease.cell_facts import flaggems_installed, pin_labels, pins, serve_config, serve_port, served_name
 from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.naming import base_reference, repository_name, stack_repository_name
 from flagrelease.results import BuildContext, ImageContext
@@ -38,7 +38,7 @@ def model_labels(cell: Cell, pin_map: dict[str, str], name: str) -> dict[str, st
         "org.flagos.served-model-name": served_name(cell),
         "org.flagos.serve.port": str(serve_port(cell)),
         "org.flagos.weights.mount": cell.weights_mount,
-    } | _pin_labels({k: v for k, v in pin_map.items() if k in MODEL_PINS})
+    } | pin_labels({k: v for k, v in pin_map.items() if k in MODEL_PINS})
 
 
 def stack_labels(cell: Cell, pin_map: dict[str, str], name: str, base: str) -> dict[str, str]:
@@ -50,11 +50,7 @@ def stack_labels(cell: Cell, pin_map: dict[str, str], name: str, base: str) -> d
         "org.opencontainers.image.vendor": "FlagRelease",
         "org.opencontainers.image.base.name": base,
     }
-    return labels | _pin_labels({k: v for k, v in pin_map.items() if k not in MODEL_PINS})
-
-
-def _pin_labels(pin_map: dict[str, str]) -> dict[str, str]:
-    return {f"org.flagos.{key.replace('_', '-')}": value for key, value in pin_map.items()}
+    return labels | pin_labels({k: v for k, v in pin_map.items() if k not in MODEL_PINS})
 
 
 def _environment(templates: Path) -> jinja2.Environment:

@@ -93,6 +93,8 @@ def _write_run(record: ReleaseRecord, out: Path) -> None:
         verdicts = record.gate.perf if record.gate else []
         plot_sweep({side: r.perf for side, r in record.bench.items()}, out / PLOT, verdicts)
         files["plot"] = PLOT
+    for kind, attestation in record.attestations.items():
+        files[kind] = attestation.file  # written by the supply-chain step when it was made
     record.files = files
     record.save(out)
 

@@ -167,7 +167,9 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
             (4, 128, 128),
         }
         pairs = json.loads((run_dir / record["files"][f"perf-{side}"]).read_text())
-        assert len(pairs) == 5 and all(len(window) == 2 for window in pairs)
+        # repeats: 5, and up to max_repeats: 10 while a level is undecided; both sides alike.
+        assert 5 <= len(pairs) <= 10 and all(len(window) == 2 for window in pairs)
+        assert all(len(level["level"]["pair_ratios"]) == len(pairs) for level in record["gate"]["perf"])
         assert all(len(level["traces"]) >= 12 for window in pairs for level in window)
         lines = (run_dir / record["files"][f"accuracy-{side}-arith-mc"]).read_text().splitlines()
         assert len(lines) == 40

@@ -151,6 +151,35 @@ def test_publish_with_auth_sets_release_tag_then_aliases(
     assert_no_secret(result, "\n".join(lines))
 
 
+def test_a_failed_attach_fails_the_release_before_aliases_and_key(
+    docker_client, released, auth_registry, admin, login, repository
+):
+    """push_release's contract with the attest step: it runs on the verified digest, and when it
+    fails no alias and no key tag points at the digest (the next run must not find it complete)."""
+    login(PASSWORD)
+    seen: list[str] = []
+
+    def attach(digest: str) -> None:
+        seen.append(digest)
+        assert admin.manifest_digest(repository, TAG) == digest  # the release tag is already verified
+        raise ServiceError("the registry refused the SBOM", where=auth_registry.address)
+
+    with pytest.raises(ServiceError, match="refused the SBOM"):
+        publish.push_release(
+            docker_client,
+            released["image_id"],
+            auth_registry.address,
+            repository,
+            TAG,
+            aliases=["latest"],
+            key="0" * 64,
+            attach=attach,
+            on_line=lambda line: None,
+        )
+    assert len(seen) == 1
+    assert admin.tags(repository) == [TAG]
+
+
 def test_the_flow_call_without_aliases_still_works(docker_client, released, auth_registry, admin, login, repository):
     login(PASSWORD)
     result = publish.push_release(

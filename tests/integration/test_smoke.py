@@ -166,3 +166,27 @@ def test_rebuild_reuses_our_build_not_an_image_derived_from_it(released, hanging
     assert image.reused and image.image_id == ours != hanging_image
     assert docker_client.images.get(hanging_image).labels[KEY_LABEL] == released["release_key"]
     docker_client.images.remove(f"{repository}:reuse-test")
+
+
+def test_a_container_that_cannot_start_is_not_left_behind(hanging_image, docker_client):
+    """Docker creates the container before it fails to start it (here: a device that does not
+    exist): the failure is a clear ServiceError and the created container goes too."""
+    from flagrelease.errors import ServiceError
+
+    owner = f"test-{uuid.uuid4().hex[:8]}"
+    with (
+        pytest.raises(ServiceError, match="cannot start container"),
+        docker_engine.running_container(
+            docker_client,
+            hanging_image,
+            name=f"flagrelease-test-nostart-{owner}",
+            env={},
+            container_port=9010,
+            volumes={},
+            devices=["/dev/flagrelease-no-such-device"],
+            shm_size=None,
+            owner=owner,
+        ),
+    ):
+        pass
+    assert _owned(docker_client, owner) == []
