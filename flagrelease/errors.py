@@ -78,3 +78,17 @@ def did_you_mean(name: object, known: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for a near miss among `known`, else ''."""
     close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) stopped the run; its cleanup ran. Exits 130 (128 + SIGINT)."""
+
+    exit_code = 130
+    signal_name = "SIGINT"
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a cancelled CI job, `kill`) stopped the run; its cleanup ran. Exits 143."""
+
+    exit_code = 143
+    signal_name = "SIGTERM"

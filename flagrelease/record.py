@@ -42,11 +42,12 @@ RECORD_FILE = "release.json"
 # Raw results live beside the record, so the record itself stays small.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 
-# running: in progress or interrupted; built: passed its gate, not pushed (no registry, or
+# running: in progress (or killed outright: kill -9, a lost host); interrupted: stopped by
+# SIGTERM or SIGINT, its cleanup done; built: passed its gate, not pushed (no registry, or
 # waiting for its multi-arch set); gated: the gate refused it; failed: a step failed;
 # released: gated, pushed and verified under its release tag; unchanged: the registry already
 # serves a release of the same release key (`unchanged` names it), so nothing was done.
-Status = Literal["running", "built", "gated", "failed", "released", "unchanged"]
+Status = Literal["running", "interrupted", "built", "gated", "failed", "released", "unchanged"]
 QUALIFIED: Status = "released"
 
 # Raw results are kept in their own files, not in release.json (see `files`).
@@ -111,10 +112,17 @@ class ReleaseRecord(BaseModel):
         return self.model_dump_json(exclude=_RAW, indent=2) + "\n"
 
     def save(self, run_dir: Path) -> Path:
-        """Write release.json into the run's directory (created if needed)."""
+        """Write release.json into the run's directory (created if needed), whole or not at all:
+        a full disk or a kill mid-write leaves the previous version, never a torn file."""
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / RECORD_FILE
-        path.write_text(self.to_json())
+        partial = run_dir / f".{RECORD_FILE}.partial"
+        try:
+            partial.write_text(self.to_json())
+            partial.replace(path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod

@@ -6,6 +6,7 @@ Only Prefect calls live here; what to run where is decided in flagrelease.fanout
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -67,11 +68,33 @@ def require_server(what: str) -> str:
 
 
 @contextmanager
-def cell_slot() -> Iterator[None]:
+def cell_slot(cell: str, *, one_run_per_cell: bool) -> Iterator[None]:
     """Hold one of the fleet's cell slots while a cell runs. Without the limit (the embedded
-    server, or before `flagrelease deploy`) the cell runs at once."""
-    with concurrency(CELL_LIMIT, occupy=1, strict=False):
+    server, or before `flagrelease deploy`) the cell runs at once.
+
+    `one_run_per_cell` (a fleet): also hold the cell's own limit of one, so a second run of
+    the cell on another host waits for the first instead of pushing over it (on one host the
+    cell lock, adapters/cell_lock.py, refuses it). Created on first use: a matrix of many
+    cells needs no limit per cell before one runs."""
+    names = [CELL_LIMIT]
+    if one_run_per_cell:
+        with get_client(sync_client=True) as client:
+            names.append(ensure_one_run_limit(client, cell))
+    # A slot is leased, renewed while the run lives: a run killed outright frees it when the
+    # lease runs out. 60 s, Prefect's shortest, is how long the next run of the cell waits then.
+    with concurrency(names, occupy=1, strict=False, lease_duration=60):
         yield
+
+
+def ensure_one_run_limit(client: SyncPrefectClient, cell: str) -> str:
+    """The global concurrency limit of one that runs of `cell` share; its name."""
+    name = f"{CELL_LIMIT}-{cell}"
+    try:
+        client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        with contextlib.suppress(ObjectAlreadyExists):  # another host's run created it meanwhile
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    return name
 
 
 def ensure_pool(client: SyncPrefectClient, name: str, limit: int, description: str) -> str:

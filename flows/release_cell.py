@@ -25,10 +25,18 @@ from prefect.cache_policies import NO_CACHE
 
 from flagrelease import naming, progress
 from flagrelease.adapters import docker_engine
+from flagrelease.adapters.cell_lock import CellLock, home_id
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import Reference
 from flagrelease.cell_facts import flaggems_installed
-from flagrelease.errors import ConfigError, FlagReleaseError, GateFailed, ServiceError, ServiceUnavailable
+from flagrelease.errors import (
+    ConfigError,
+    FlagReleaseError,
+    GateFailed,
+    Interrupted,
+    ServiceError,
+    ServiceUnavailable,
+)
 from flagrelease.matrix import find_matrix, load_matrix, select
 from flagrelease.progress import CellFinished, CellStarted, StageFinished, StageStarted
 from flagrelease.provenance import BuildInputs
@@ -68,6 +76,7 @@ from flagrelease.steps import (
 )
 from flagrelease.steps.preflight import preflight
 from flagrelease.supply_chain import SBOM_KIND, Attestation
+from flows import fleet, stopping
 from flows.console_logging import hide_handled_failures
 from flows.fleet import cell_slot
 from flows.run_log import run_log, run_logger
@@ -183,17 +192,34 @@ def build_task(
     )
 
 
+@task(name="reap", cache_policy=NO_CACHE)
+def reap_task(cell: Cell, settings: Settings, home: str, run_id: str) -> None:
+    """What dead runs of this cell left (this run holds the cell's lock, so no other lives):
+    their containers, and records still saying `running`, which now say `interrupted`."""
+    for name in docker_engine.remove_containers_of_others(docker_engine.connect(), cell.slug, home, run_id):
+        get_run_logger().warning(f"removed {name}, left behind by an earlier run of {cell.slug} that was killed")
+    for dead in report.mark_dead_runs(settings.results_dir, cell.slug, run_id):
+        get_run_logger().warning(f"run {dead} of {cell.slug} was killed before it ended: its record says interrupted")
+
+
 @task(name="smoke", cache_policy=NO_CACHE)
-def smoke_task(cell: Cell, image: ImageRef, weights_dir: Path, run_id: str, timeout_s: float) -> SmokeResult:
+def smoke_task(cell: Cell, image: ImageRef, weights_dir: Path, run_id: str, home: str, timeout_s: float) -> SmokeResult:
     options = smoke.run_options(cell, weights_dir)
     return smoke.smoke_test(
-        docker_engine.connect(), image.image_id, cell, options, owner=run_id, timeout_s=timeout_s, on_line=_log
+        docker_engine.connect(),
+        image.image_id,
+        cell,
+        options,
+        owner=run_id,
+        timeout_s=timeout_s,
+        on_line=_log,
+        home=home,
     )
 
 
 @task(name="bench", cache_policy=NO_CACHE)
 def bench_task(
-    cell: Cell, matrix: MatrixFile, image: ImageRef, weights_dir: Path, run_id: str, timeout_s: float
+    cell: Cell, matrix: MatrixFile, image: ImageRef, weights_dir: Path, run_id: str, home: str, timeout_s: float
 ) -> dict[str, SideResult]:
     return bench.measure_sides(
         docker_engine.connect(),
@@ -204,6 +230,7 @@ def bench_task(
         owner=run_id,
         timeout_s=timeout_s,
         on_line=_log,
+        home=home,
     )
 
 
@@ -367,116 +394,146 @@ def release_cell(
     )
     namespace = matrix_file.release.namespace
     interrupted = False
+    # Before anything is written: a second run of the cell is refused here and leaves nothing.
+    lock = CellLock(settings.home, cell.slug, run_id).acquire()
+    home = home_id(settings.home)
     slot = ExitStack()
     run_dir = record.directory(settings.results_dir)
     with run_log(run_dir / report.RUN_LOG) as log_path:
         progress.emit(run_logger(), CellStarted(cell=cell.slug, run_id=run_id, log=str(log_path)))
         try:
-            with _timed(record, "queued"):
-                slot.enter_context(cell_slot())  # the fleet's limit on cells at once, where one is set
-            with _timed(record, "preflight"):
-                preflight_task(cell, matrix_file, settings)
-            with _timed(record, "registry"):
-                registry_addr = record.registry = registry_task(settings) if push else None
-            with _timed(record, "base"):
-                record.base = base_task(cell, settings)
-            with _timed(record, "weights"):
-                weights_dir = weights_task(cell, settings)
-            with _timed(record, "render"):
-                ctx = render_task(cell, matrix_file, settings, run_id)
-            record.pins, record.context_hash = ctx.pins, ctx.model.context_hash
-            repository = naming.full_repository(None, namespace, ctx.model.repository_name)
-            with _timed(record, "reference"):
-                against = reference_task(cell, matrix_file, settings)
-            with _timed(record, "key"):
-                record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings, against)
-                key = record.release_key = release_key.release_key(record.key_parts)
-                if registry_addr is not None and not force:
-                    record.unchanged = released_before_task(cell, registry_addr, repository, key, settings)
-            if record.unchanged is not None:
-                record.status = "unchanged"
-                _log(f"unchanged: {record.unchanged.pull_ref} (tag {record.unchanged.tag}) is this release key")
-                return record
-            if not force:
-                resume_task(cell, record, settings, tag)
-            with _timed(record, "stack"):
-                record.stack = stack_task(cell, ctx, record.base, settings, namespace, registry_addr)
-            if record.image is None:
-                with _timed(record, "build"):
-                    record.image = build_task(cell, ctx, record.stack, settings, repository, tag, key, force)
-                _checkpoint(record, settings)
-            if record.smoke is None:
-                with _timed(record, "smoke"):
-                    record.smoke = smoke_task(cell, record.image, weights_dir, run_id, smoke_timeout_s)
-                _checkpoint(record, settings)
-            if not record.smoke.passed:
-                raise ServiceError(
-                    f"smoke test failed: {record.smoke.error}\n--- container log (tail) ---\n"
-                    + "\n".join(record.smoke.log.splitlines()[-25:]),
-                    where=f"image {record.image.ref}",
-                    fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
-                )
-            if not record.bench:
-                record.flaggems_installed = flaggems_installed(cell)
-                with _timed(record, "bench"):
-                    record.bench = bench_task(cell, matrix_file, record.image, weights_dir, run_id, smoke_timeout_s)
-                _checkpoint(record, settings)
-            with _timed(record, "gate"):
-                record.gate, record.reference = gate_task(cell, record.bench, against)
-                record.compared_against = {name: score.against for name, score in record.reference.items()}
-            if not record.gate.release:
-                record.status = "gated"
-                raise GateFailed(
-                    f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
-                    where=f"image {record.image.ref} (kept locally)",
-                    fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
-                )
-            if registry_addr is not None:
-                aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
-                if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
-                    with _timed(record, "sbom"):
-                        record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, run_id)}
-                        parameters = {
-                            "registry": registry_addr,
-                            "repository": repository,
-                            "tag": tag,
-                            "aliases": aliases,
-                            "force": force,
-                            "bundle": bundle,
-                            "smoke_timeout_s": smoke_timeout_s,
-                        }
-                        inputs = provenance_inputs_task(
-                            matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
+            with stopping.stoppable():  # SIGTERM / SIGINT reach this thread (flows/stopping.py)
+                with _timed(record, "queued"):
+                    # The fleet's limit on cells at once, where one is set, and on runs of this cell.
+                    slot.enter_context(cell_slot(cell.slug, one_run_per_cell=fleet.api_url() is not None))
+                with _timed(record, "preflight"):
+                    preflight_task(cell, matrix_file, settings)
+                    reap_task(cell, settings, home, run_id)
+                with _timed(record, "registry"):
+                    registry_addr = record.registry = registry_task(settings) if push else None
+                with _timed(record, "base"):
+                    record.base = base_task(cell, settings)
+                with _timed(record, "weights"):
+                    weights_dir = weights_task(cell, settings)
+                with _timed(record, "render"):
+                    ctx = render_task(cell, matrix_file, settings, run_id)
+                record.pins, record.context_hash = ctx.pins, ctx.model.context_hash
+                repository = naming.full_repository(None, namespace, ctx.model.repository_name)
+                with _timed(record, "reference"):
+                    against = reference_task(cell, matrix_file, settings)
+                with _timed(record, "key"):
+                    record.key_parts = key_task(cell, matrix_file, ctx, record.base, weights_dir, settings, against)
+                    key = record.release_key = release_key.release_key(record.key_parts)
+                    if registry_addr is not None and not force:
+                        record.unchanged = released_before_task(cell, registry_addr, repository, key, settings)
+                if record.unchanged is not None:
+                    record.status = "unchanged"
+                    _log(f"unchanged: {record.unchanged.pull_ref} (tag {record.unchanged.tag}) is this release key")
+                    return record
+                if not force:
+                    resume_task(cell, record, settings, tag)
+                with _timed(record, "stack"):
+                    record.stack = stack_task(cell, ctx, record.base, settings, namespace, registry_addr)
+                if record.image is None:
+                    with _timed(record, "build"):
+                        record.image = build_task(cell, ctx, record.stack, settings, repository, tag, key, force)
+                    _checkpoint(record, settings)
+                if record.smoke is None:
+                    with _timed(record, "smoke"):
+                        record.smoke = smoke_task(cell, record.image, weights_dir, run_id, home, smoke_timeout_s)
+                    _checkpoint(record, settings)
+                if not record.smoke.passed:
+                    raise ServiceError(
+                        f"smoke test failed: {record.smoke.error}\n--- container log (tail) ---\n"
+                        + "\n".join(record.smoke.log.splitlines()[-25:]),
+                        where=f"image {record.image.ref}",
+                        fix=f"full log: {record.directory(settings.results_dir) / 'smoke.log'}",
+                    )
+                if not record.bench:
+                    record.flaggems_installed = flaggems_installed(cell)
+                    with _timed(record, "bench"):
+                        record.bench = bench_task(
+                            cell, matrix_file, record.image, weights_dir, run_id, home, smoke_timeout_s
                         )
-                with _timed(record, "push"):
-                    stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
-                    record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
-                    if defer_push:
-                        record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
-                    else:
-                        record.publish, record.attestations = push_task(
-                            record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir
-                        )
-            record.status = "released" if record.publish else "built"
-        except BaseException as err:  # Ctrl-C too: the record says how far the run got
-            record.status = "gated" if isinstance(err, GateFailed) else "failed"
-            record.error = err.render() if isinstance(err, FlagReleaseError) else f"{type(err).__name__}: {err}"
-            record.exit_code = err.exit_code if isinstance(err, FlagReleaseError) else 130
-            interrupted = not isinstance(err, FlagReleaseError)
+                    _checkpoint(record, settings)
+                with _timed(record, "gate"):
+                    record.gate, record.reference = gate_task(cell, record.bench, against)
+                    record.compared_against = {name: score.against for name, score in record.reference.items()}
+                if not record.gate.release:
+                    record.status = "gated"
+                    raise GateFailed(
+                        f"release gate {record.gate.verdict}: {record.gate.reason}; nothing was pushed",
+                        where=f"image {record.image.ref} (kept locally)",
+                        fix=f"see the gate table and the raw results in {record.directory(settings.results_dir)}",
+                    )
+                if registry_addr is not None:
+                    aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
+                    if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
+                        with _timed(record, "sbom"):
+                            record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, run_id)}
+                            parameters = {
+                                "registry": registry_addr,
+                                "repository": repository,
+                                "tag": tag,
+                                "aliases": aliases,
+                                "force": force,
+                                "bundle": bundle,
+                                "smoke_timeout_s": smoke_timeout_s,
+                            }
+                            inputs = provenance_inputs_task(
+                                matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
+                            )
+                    with _timed(record, "push"):
+                        stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
+                        record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
+                        if defer_push:
+                            record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
+                        else:
+                            record.publish, record.attestations = push_task(
+                                record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir
+                            )
+                record.status = "released" if record.publish else "built"
+        except BaseException as err:  # Ctrl-C and SIGTERM too: the record says how far the run got
+            interrupted = isinstance(err, KeyboardInterrupt)
+            record.status = "gated" if isinstance(err, GateFailed) else "interrupted" if interrupted else "failed"
+            record.error = err.render() if isinstance(err, FlagReleaseError) else _unhandled(err)
+            record.exit_code = getattr(err, "exit_code", Interrupted.exit_code if interrupted else 1)
             if isinstance(err, FlagReleaseError):
                 err.record = record
             raise
         finally:
-            slot.close()
-            report.save_run(record, settings.results_dir)
-            # No uploads while the user is stopping us; an unchanged cell is no release to report.
-            if not interrupted and record.status != "unchanged":
-                record.reports = reports_task(run_dir, cell, matrix_file, settings, record.status == "released")
-            create_markdown_artifact(
-                key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
-            )
-            progress.emit(run_logger(), CellFinished(cell=cell.slug, status=record.status))
+            try:
+                slot.close()
+                _finish(record, cell, matrix_file, settings, report_it=not interrupted and record.status != "unchanged")
+            finally:
+                lock.release()
+                progress.emit(run_logger(), CellFinished(cell=cell.slug, status=record.status))
     return record
+
+
+def _unhandled(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        name = err.signal_name if isinstance(err, Interrupted) else "SIGINT"
+        return f"interrupted by {name}: its containers, staging tags and an unfinished release tag were removed"
+    return f"{type(err).__name__}: {err}"
+
+
+def _finish(record: ReleaseRecord, cell: Cell, matrix: MatrixFile, settings: Settings, *, report_it: bool) -> None:
+    """Save the record; report it unless the user is stopping us (no uploads then) or the cell
+    was unchanged (no release to report). A failure to save (a full disk) does not hide the
+    error the run ended with: it is logged, and raised only when the run had none."""
+    try:
+        run_dir = report.save_run(record, settings.results_dir)
+    except ServiceError as err:
+        if record.status in ("failed", "gated", "interrupted"):
+            run_logger().error(f"the record was not saved: {err.problem}")
+            return
+        raise
+    if report_it:
+        record.reports = reports_task(run_dir, cell, matrix, settings, record.status == "released")
+    create_markdown_artifact(
+        key=f"release-{cell.slug}", markdown=_summary_markdown(record), description=f"FlagRelease {cell.label}"
+    )
 
 
 def _checkpoint(record: ReleaseRecord, settings: Settings) -> None:

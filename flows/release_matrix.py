@@ -36,7 +36,7 @@ from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import Settings, load_settings
 from flagrelease.steps import catalog as catalog_step
 from flagrelease.steps import plan_bundle, publish, report
-from flows import fleet
+from flows import fleet, stopping
 from flows.release_cell import one_cell, release_cell
 
 
@@ -86,7 +86,12 @@ def _in_process(
             runner.submit(run_lane, parameters={"lane": lane, "matrix": str(matrix.source), "options": options})
             for lane in fanout.lanes(plan)
         ]
-        done = {o.cell: o for future in futures for o in future.result()}
+        try:
+            stopping.wait_awake([future.wrapped_future for future in futures])
+            done = {o.cell: o for future in futures for o in future.result()}
+        except BaseException as err:  # SIGTERM / SIGINT: the cells' threads stop too, and clean up
+            stopping.stop_cells(err)
+            raise
     return [done[cell.slug] for unit in plan for cell in unit.cells]
 
 

@@ -27,8 +27,11 @@ import requests
 from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
 
-# Every container FlagRelease starts carries this label, so leftovers are findable.
+# Every container FlagRelease starts carries these labels, so leftovers are findable: the run
+# that started it, its cell, and the state directory (lock domain) the run kept its lock in.
 OWNER_LABEL = "org.flagos.flagrelease.owner"
+CELL_LABEL = "org.flagos.flagrelease.cell"
+HOME_LABEL = "org.flagos.flagrelease.home"
 
 LineSink = Callable[[str], None]
 
@@ -128,10 +131,15 @@ def build(
             ) from None
         tail: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            on_line(line)
-            tail = (tail + [line])[-40:]
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                on_line(line)
+                tail = (tail + [line])[-40:]
+        finally:
+            if proc.poll() is None:  # stopped (SIGTERM, Ctrl-C) mid-build: the build goes too
+                proc.kill()
+                proc.wait()
         if proc.wait() != 0:
             raise ServiceError(
                 f"docker build failed (exit {proc.returncode}); last lines:\n" + "\n".join(tail),
@@ -205,12 +213,12 @@ def running_container(
     volumes: dict[str, dict[str, str]],
     devices: list[str],
     shm_size: str | None,
-    owner: str,
+    labels: dict[str, str],
     gpus: bool = False,
     cpus: float | None = None,
 ) -> Iterator[docker.models.containers.Container]:
     """Run `image` detached with its port published on 127.0.0.1 only; always removed on exit
-    (success, failure, timeout, Ctrl-C)."""
+    (success, failure, timeout, Ctrl-C, SIGTERM). `labels`: at least OWNER_LABEL."""
     container = None
     try:
         # Created, then started: a container that cannot start (a port, a device, the bridge)
@@ -224,7 +232,7 @@ def running_container(
             devices=[f"{d}:{d}" for d in devices],
             shm_size=shm_size,
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None,
-            labels={OWNER_LABEL: owner},
+            labels=labels,
             nano_cpus=round(cpus * 1e9) if cpus else None,
         )
         container.start()
@@ -232,9 +240,18 @@ def running_container(
     except docker.errors.APIError as err:
         raise ServiceError(f"cannot start container from {image}: {err.explanation or err}") from None
     finally:
-        if container is not None:
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+        # By name: an interrupt may land after dockerd created the container but before `create`
+        # returned it. Removal finishes even when the interrupt lands during it.
+        try:
+            _remove(client, name)
+        except KeyboardInterrupt:
+            _remove(client, name)
+            raise
+
+
+def _remove(client: docker.DockerClient, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_container(name, force=True)
 
 
 def run_to_completion(
@@ -335,3 +352,19 @@ class _ChunkStream(io.RawIOBase):
 
 def containers_owned_by(client: docker.DockerClient, owner: str) -> list[str]:
     return [c.name for c in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})]
+
+
+def remove_containers_of_others(client: docker.DockerClient, cell: str, home: str, run_id: str) -> list[str]:
+    """Remove the containers of `cell` started from state directory `home` by runs other
+    than `run_id` (the caller holds the cell's lock: those runs are dead); their names."""
+    # sparse: the list's own fields, without inspecting each container (one may go meanwhile).
+    found = client.containers.list(
+        all=True, sparse=True, filters={"label": [f"{CELL_LABEL}={cell}", f"{HOME_LABEL}={home}"]}
+    )
+    removed = []
+    for container in found:
+        if container.attrs["Labels"].get(OWNER_LABEL) != run_id:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(container.id, force=True)
+            removed.append(container.attrs["Names"][0].lstrip("/"))
+    return removed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,7 +31,7 @@ from flagrelease.cli.common import (
 from flagrelease.cli.matrix import show_plan
 from flagrelease.cli.progress import live_progress, progress_mode
 from flagrelease.compat import ensure_compatible
-from flagrelease.errors import FlagReleaseError
+from flagrelease.errors import FlagReleaseError, Interrupted
 from flagrelease.fanout import CellOutcome
 from flagrelease.matrix import expand, find_matrix, load_matrix, select
 from flagrelease.plan import plan
@@ -140,10 +139,12 @@ def _release_cells(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The embedded server's start needs more than Prefect's 20 s on a busy 2-core build host.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job cleans up like Ctrl-C does
     # Prefect loads here, not at start-up.
+    from flows import stopping
     from flows.console_logging import HideHandledFailures
     from flows.release_matrix import release_matrix
+
+    stopping.install()  # SIGTERM (a cancelled CI job) and SIGINT stop every cell cleanly
 
     try:
         # --progress tty asked for on a stream that is no terminal: draw all the same.
@@ -162,6 +163,8 @@ def _release_cells(
             )
     except FlagReleaseError as err:
         fail(err, as_json)
+    except KeyboardInterrupt as stop:
+        _stopped(stop, as_json)
     if as_json:
         print(json.dumps([_summary(o) for o in outcomes], indent=2))
     else:
@@ -173,8 +176,17 @@ def _release_cells(
         raise typer.Exit(code)
 
 
-def _interrupt(signum, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _stopped(stop: KeyboardInterrupt, as_json: bool) -> None:
+    """A signal stopped the run after its cells cleaned up: say so, exit 128 + the signal."""
+    interrupt = type(stop) if isinstance(stop, Interrupted) else Interrupted
+    problem = (
+        f"stopped by {interrupt.signal_name}: every running cell removed its containers and unfinished "
+        "release or staging tags, and its record says `interrupted` (a cell already reporting finished that)"
+    )
+    if as_json:
+        print(json.dumps({"status": "interrupted", "error": problem, "exit_code": interrupt.exit_code}))
+    print_error(problem)
+    raise typer.Exit(interrupt.exit_code)
 
 
 def _summary(outcome: CellOutcome) -> dict:

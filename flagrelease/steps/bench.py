@@ -39,6 +39,7 @@ def measure_sides(
     owner: str,
     timeout_s: float,
     on_line=print,
+    home: str = "",
 ) -> dict[str, SideResult]:
     """Measure every side. Every perf level is measured in `perf.repeats` pairs of windows,
     one window per side with the same prompts. With `perf.interleave` both stacks stay up
@@ -104,7 +105,15 @@ def measure_sides(
         options = run_options(cell, weights_dir, use_flaggems=side == "flaggems", cpus=plan.side_cpus.get(side))
         base_url, container, ready_s = stack.enter_context(
             serving(
-                client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line, purpose=f"bench-{side}"
+                client,
+                image,
+                cell,
+                options,
+                owner=owner,
+                timeout_s=timeout_s,
+                on_line=on_line,
+                purpose=f"bench-{side}",
+                home=home,
             )
         )
         flaggems_evidence.read_before_stop(stack, cell, side, container, records)

@@ -30,7 +30,7 @@ from flagrelease.steps.bench import SIDES
 from flagrelease.steps.release_key import KEY_LABEL
 from flagrelease.steps.report import load_raw
 
-RESUMABLE = ("failed", "running")
+RESUMABLE = ("failed", "running", "interrupted")
 # How many release tags, newest first, to ask the registry about when no local record names one.
 TAGS_TO_SCAN = 30
 

@@ -69,9 +69,10 @@ def push_release(
     (`key-<key>`, when a release key is given) at it.
 
     `attach(digest)` runs between the verified push and the aliases (the SBOM and provenance
-    of the digest); when it raises, the release fails like a failed push: no alias and no key
-    tag points at the digest. `repository` excludes the registry host. An alias that fails
-    raises; the release tag stands.
+    of the digest). `repository` excludes the registry host. The release is complete once
+    its key tag is set; a failure (of the push, the attaching or an alias) or an interrupt
+    (SIGTERM, Ctrl-C) before that removes the release tag again (and the aliases already
+    moved to it), so the registry never serves a release tag its record does not call released.
     """
     started = time.monotonic()
     item = PublishItem(
@@ -82,10 +83,14 @@ def push_release(
     with RegistryClient(registry, credentials) as api:
         api.check()
         _refuse_existing(api, item)
-        digest = _push(client, api, credentials, item, item.tag, on_line)
-        if attach is not None:
-            attach(digest)
-        _move_aliases(api, item, digest, on_line)
+        try:
+            digest = _push(client, api, credentials, item, item.tag, on_line)
+            if attach is not None:
+                attach(digest)
+            _move_aliases(api, item, digest, on_line)
+        except BaseException:
+            _undo_push(api, item, item.tag, on_line)
+            raise
     return _result(registry, item, digest, started)
 
 
@@ -104,6 +109,9 @@ def stage(client, item: PublishItem, registry: str, on_line=print) -> StagedImag
         _refuse_existing(api, item)
         try:
             digest = _push(client, api, credentials, item, staging, on_line)
+        except BaseException:
+            _undo_push(api, item, staging, on_line)
+            raise
         finally:
             docker_engine.untag(client, f"{registry}/{item.repository}:{staging}")
     return StagedImage(
@@ -257,6 +265,23 @@ def _push(client, api: RegistryClient, credentials: RegistryCredentials, item: P
         raise
     _verify(api, item.repository, tag, digest, "the push")
     return digest
+
+
+def _undo_push(api: RegistryClient, item: PublishItem, tag: str, on_line) -> None:
+    """Remove the manifest a push that did not finish left under `tag` (it may have landed just
+    before the failure or the interrupt), unless a tag that is not this push's still needs it.
+    Best effort: the error that stopped the push is what the caller raises."""
+    ours = {tag, *item.aliases} | ({item.key_tag} if item.key_tag else set())
+    try:
+        digest = api.manifest_digest(item.repository, tag)
+        if digest is None:
+            return
+        if any(t not in ours and api.manifest_digest(item.repository, t) == digest for t in api.tags(item.repository)):
+            return
+        api.delete_manifest(item.repository, digest)
+        on_line(f"removed the unfinished {api.registry}/{item.repository}:{tag}")
+    except ServiceError:
+        return  # the registry is gone: the key tag never landed either, so no run takes this for a release
 
 
 def _set_tag(api: RegistryClient, repository: str, digest: str, tag: str, on_line) -> None:

@@ -9,6 +9,7 @@ local copy stays and the result says what failed.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from flagrelease.adapters.artifact_store import publish_artifacts, store_from_settings
 from flagrelease.adapters.ledger import Ledger
 from flagrelease.baseline import reference_for
-from flagrelease.errors import ConfigError
+from flagrelease.errors import ConfigError, ServiceError
 from flagrelease.input_files import read_text
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.record import RECORD_FILE, ReleaseRecord
@@ -36,8 +37,45 @@ RUN_LOG = "run.log"
 
 
 def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
-    """Write the run's raw results and its release.json; the run directory."""
+    """Write the run's raw results and its release.json; the run directory.
+
+    A disk that cannot take them (full, read-only) is a ServiceError naming the directory."""
     out = record.directory(results_dir)
+    try:
+        _write_run(record, out)
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise ServiceError(
+            f"cannot write the run's results to {out}: {err.strerror or err}",
+            where=str(out),
+            fix="free space on that disk, then run again (the run resumes)"
+            if full
+            else "make FLAGRELEASE_HOME writable, then run again",
+        ) from None
+    return out
+
+
+def mark_dead_runs(results_dir: Path, cell_slug: str, run_id: str) -> list[str]:
+    """Records of `cell_slug` other than `run_id` that still say `running`: their runs died
+    without a word (kill -9, a lost host). The caller holds the cell's lock, so none of them
+    lives; each now says `interrupted` (resumable as before). Their run ids."""
+    dead = []
+    for path in sorted((results_dir / cell_slug).glob(f"*/{RECORD_FILE}")):
+        try:
+            record = ReleaseRecord.load(path)
+        except ConfigError:
+            continue  # torn or unreadable: nothing to say about it
+        if record.status != "running" or record.run_id == run_id:
+            continue
+        record.status = "interrupted"
+        record.error = "the run was killed before it ended (nothing cleaned up after it until the next run)"
+        record.exit_code = 137
+        record.save(path.parent)
+        dead.append(record.run_id)
+    return dead
+
+
+def _write_run(record: ReleaseRecord, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     if record.smoke is not None:
@@ -63,7 +101,6 @@ def save_run(record: ReleaseRecord, results_dir: Path) -> Path:
         files["log"] = RUN_LOG
     record.files = files
     record.save(out)
-    return out
 
 
 def load_sides(run_dir: Path, record: ReleaseRecord) -> dict[str, SideResult]:

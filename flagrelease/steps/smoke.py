@@ -76,9 +76,13 @@ def serving(
     timeout_s: float,
     on_line=print,
     purpose: str = "smoke",
+    home: str = "",
 ) -> Iterator[tuple[str, Any, float]]:
     """Run the image's serve stack until it is ready; yield (base URL on 127.0.0.1, container,
-    seconds to ready). Raises ServiceError with the container log when it never gets ready."""
+    seconds to ready). Raises ServiceError with the container log when it never gets ready.
+
+    The container is labelled with `owner` (the run id), the cell and `home` (the id of the
+    state directory whose cell lock the run holds), so that the next run can reap it."""
     started = time.monotonic()
     name = f"flagrelease-{purpose}-{cell.slug}-{uuid.uuid4().hex[:8]}"
     with docker_engine.running_container(
@@ -91,7 +95,11 @@ def serving(
         devices=options.devices,
         shm_size=options.shm_size,
         gpus=options.gpus,
-        owner=owner,
+        labels={
+            docker_engine.OWNER_LABEL: owner,
+            docker_engine.CELL_LABEL: cell.slug,
+            docker_engine.HOME_LABEL: home,
+        },
         cpus=options.cpus,
     ) as container:
         port = docker_engine.published_port(container, options.port)
@@ -111,13 +119,21 @@ class NotReady(Exception):
 
 
 def smoke_test(
-    client, image: str, cell: Cell, options: RunOptions, *, owner: str, timeout_s: float = 120.0, on_line=print
+    client,
+    image: str,
+    cell: Cell,
+    options: RunOptions,
+    *,
+    owner: str,
+    timeout_s: float = 120.0,
+    on_line=print,
+    home: str = "",
 ) -> SmokeResult:
     started = time.monotonic()
     want = served_name(cell)
     result = SmokeResult(passed=False, container="", seconds=0.0)
     try:
-        with serving(client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line) as (
+        with serving(client, image, cell, options, owner=owner, timeout_s=timeout_s, on_line=on_line, home=home) as (
             base_url,
             container,
             ready_s,

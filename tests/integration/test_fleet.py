@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from flagrelease.adapters.registry import RegistryClient
 from tests.conftest import ROOT, free_port, run_cli
+from tests.prefect_server import prefect_server, stop_group
 
 POOL_A, POOL_B, POOL_IDLE = "flagrelease-test-a", "flagrelease-test-b", "flagrelease-test-idle"
-PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def fleet_matrix(directory: Path, **fleet) -> Path:
@@ -57,31 +55,8 @@ def fleet_matrix(directory: Path, **fleet) -> Path:
 def server(tmp_path_factory):
     """A real Prefect server on SQLite and a loopback port, for this module only."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
-    yield {"url": url, "home": home}
-    _stop(proc)
+    with prefect_server(home) as url:
+        yield {"url": url, "home": home}
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +84,6 @@ def api_client(fleet_env):
         get_client(sync_client=True) as client,
     ):
         yield client
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_deploy_registers_pools_limits_deployments_and_schedules_idempotently(fleet_env, registry):
@@ -197,7 +162,7 @@ def test_release_fans_out_to_the_pools_workers(fleet_env, registry, docker_clien
         )
     finally:
         for worker in workers.values():
-            _stop(worker)
+            stop_group(worker)
     logs = {chip: (fleet_env["dir"] / f"worker-{chip}.log").read_text() for chip in workers}
     assert proc.returncode == 3, proc.stderr[-4000:] + logs["cpu"][-2000:]
     found = {o["cell"]: o for o in json.loads(proc.stdout)}

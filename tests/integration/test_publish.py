@@ -155,7 +155,8 @@ def test_a_failed_attach_fails_the_release_before_aliases_and_key(
     docker_client, released, auth_registry, admin, login, repository
 ):
     """push_release's contract with the attest step: it runs on the verified digest, and when it
-    fails no alias and no key tag points at the digest (the next run must not find it complete)."""
+    fails no alias and no key tag points at the digest (the next run must not find it complete),
+    and the release tag is rolled back: the record of a failed run names no release."""
     login(PASSWORD)
     seen: list[str] = []
 
@@ -177,7 +178,7 @@ def test_a_failed_attach_fails_the_release_before_aliases_and_key(
             on_line=lambda line: None,
         )
     assert len(seen) == 1
-    assert admin.tags(repository) == [TAG]
+    assert admin.tags(repository) == []
 
 
 def test_the_flow_call_without_aliases_still_works(docker_client, released, auth_registry, admin, login, repository):

@@ -59,8 +59,9 @@ def test_skopeo_sees_the_same_manifest(released):
 
 
 def test_no_container_is_left_behind(released, docker_client):
-    leftovers = docker_client.containers.list(all=True, filters={"label": docker_engine.OWNER_LABEL})
-    assert [c.name for c in leftovers] == []
+    # This run's containers only: other runs (tests, engineers) may share this dockerd.
+    owner = f"{docker_engine.OWNER_LABEL}={released['run_id']}"
+    assert [c.name for c in docker_client.containers.list(all=True, filters={"label": owner})] == []
 
 
 def test_secrets_do_not_reach_the_image(released, docker_client):

@@ -123,7 +123,7 @@ def test_docker_stop_shuts_the_serve_stack_down_on_sigterm(released, cell, docke
         volumes=options.volumes,
         devices=[],
         shm_size=None,
-        owner=owner,
+        labels={docker_engine.OWNER_LABEL: owner},
     ) as container:
         deadline = time.monotonic() + 60
         while "listening on" not in docker_engine.container_log(container) and time.monotonic() < deadline:
