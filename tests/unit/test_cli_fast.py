@@ -144,3 +144,20 @@ def test_an_empty_catalog_is_a_page_that_says_so(tmp_path):
     assert "catalog of 0 release(s)" in proc.stdout
     assert 'id="empty"' in (tmp_path / "site/index.html").read_text()
     assert (tmp_path / "site/catalog.md").read_text().count("\n") == 2
+
+
+def test_a_usage_error_with_json_is_json_too(tmp_path):
+    """An unknown option or a value of the wrong type is a usage error (exit 2); with --json
+    a script reads it from stdout like any other error, with Typer's message on stderr."""
+    for args, problem in (
+        (("build", "--json", "--modle", "x"), "No such option: --modle (Possible options: --model)"),
+        (("build", "--json", "--jobs", "abc"), "Invalid value for '--jobs'"),
+    ):
+        proc = run_cli(*args, home=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        error = json.loads(proc.stdout)
+        assert error["status"] == "error" and error["exit_code"] == 2 and error["problem"].startswith(problem)
+        assert error["fix"] == "see 'flagrelease build --help'"
+        assert problem.split(" (")[0] in proc.stderr and "Traceback" not in proc.stderr
+    plain = run_cli("build", "--modle", "x", home=tmp_path)
+    assert plain.returncode == 2 and plain.stdout == "" and "No such option: --modle" in plain.stderr
