@@ -82,3 +82,19 @@ def bench_score(baseline: Baseline, name: str) -> BenchScore:
                 fix='one JSON object per line: {"id": ..., "correct": 0 or 1}',
             ) from None
     return BenchScore(score=entry.score, n=entry.n, per_question=per_question, samples=entry.samples)
+
+
+def published_score(baseline: Baseline, name: str, sha256: str | None = None) -> ReferenceScore:
+    """What a published baseline's benchmark traces to: typed numbers and, where kept, the
+    per-question file (with its sha256 when the caller read it)."""
+    entry = baseline.benchmarks[name]
+    return ReferenceScore(
+        against=f"baseline {baseline.stack}",
+        origin="published",
+        score=entry.score,
+        n=entry.n,
+        samples=entry.samples,
+        raw=str(baseline.directory / entry.per_question) if entry.per_question else None,
+        sha256=sha256,
+        source=baseline.source,
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from flagrelease.baseline import Baseline
+from flagrelease.baseline import Baseline, published_score
 from flagrelease.cell_facts import SERVE_CONF, pins, serve_config, serve_port, served_name
 from flagrelease.errors import ConfigError
 from flagrelease.record import RECORD_FILE, ReleaseRecord
@@ -92,16 +92,7 @@ def _reference_of_old(release: ReleaseRecord, baseline: Baseline | None) -> dict
     for verdict in release.gate.accuracy if release.gate else []:
         name = verdict.benchmark
         if baseline is not None and name in baseline.benchmarks:
-            entry = baseline.benchmarks[name]
-            found[name] = ReferenceScore(
-                against=f"baseline {baseline.stack}",
-                origin="published",
-                score=entry.score,
-                n=entry.n,
-                samples=entry.samples,
-                raw=str(baseline.directory / entry.per_question) if entry.per_question else None,
-                source=baseline.source,
-            )
+            found[name] = published_score(baseline, name)
         elif "native" in release.bench and name in release.bench["native"].accuracy:
             own = release.bench["native"].accuracy[name]
             found[name] = ReferenceScore(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from flagrelease.adapters.artifact_store import shared_store, store_from_settings
 from flagrelease.adapters.ledger import Ledger
-from flagrelease.baseline import Reference, bench_score, load_baseline
+from flagrelease.baseline import Reference, bench_score, load_baseline, published_score
 from flagrelease.errors import ConfigError
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.results import BenchScore, ReferenceScore, per_question_means, question_records, within_variance
@@ -60,16 +60,7 @@ def published(root: Path, relative: str, where: str) -> Reference:
             data = _read(baseline.directory / entry.per_question, f"{path}: benchmarks.{name}.per_question")
             sha = files[f"{name}.per_question"] = _sha256(data)
         scores[name] = bench_score(baseline, name)
-        trace[name] = ReferenceScore(
-            against=f"baseline {baseline.stack}",
-            origin="published",
-            score=entry.score,
-            n=entry.n,
-            samples=entry.samples,
-            raw=str(baseline.directory / entry.per_question) if entry.per_question else None,
-            sha256=sha,
-            source=baseline.source,
-        )
+        trace[name] = published_score(baseline, name, sha)
     return Reference(scores=scores, trace=trace, digest=_sha256(json.dumps(files, sort_keys=True).encode()))
 
 
