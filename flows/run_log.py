@@ -8,6 +8,7 @@ cells running side by side in one process keep apart.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.formatters import PrefectFormatter
 from prefect.logging.loggers import flow_run_logger
+
+from flagrelease.errors import ServiceError
 
 _FORMAT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s"
 
@@ -46,8 +49,13 @@ def run_log(path: Path) -> Iterator[Path]:
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         raise RuntimeError("run_log() belongs inside a flow run")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as err:
+        raise ServiceError(
+            f"cannot write the run log: {err.strerror}", where=str(path), fix="free space on that disk"
+        ) from None
     handler.setFormatter(
         PrefectFormatter(
             format=_FORMAT,
@@ -63,4 +71,6 @@ def run_log(path: Path) -> Iterator[Path]:
         yield path
     finally:
         root.removeHandler(handler)
-        handler.close()
+        # A full disk fails the last flush: the run's own error (or the record's save) says so.
+        with contextlib.suppress(OSError):
+            handler.close()

@@ -57,7 +57,12 @@ def image_id(client: docker.DockerClient, ref: str) -> str | None:
 
 
 def image_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
-    return client.images.get(ref).labels or {}
+    try:
+        return client.images.get(ref).labels or {}
+    except requests.exceptions.ConnectionError as err:  # dockerd went away (restarted) mid-run
+        raise ServiceUnavailable(
+            f"cannot reach the Docker Engine: {err}", fix="check that dockerd is running, then run again"
+        ) from None
 
 
 def pull(client: docker.DockerClient, ref: str, auth: dict[str, str] | None = None) -> str | None:

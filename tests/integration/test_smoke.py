@@ -185,7 +185,7 @@ def test_a_container_that_cannot_start_is_not_left_behind(hanging_image, docker_
             volumes={},
             devices=["/dev/flagrelease-no-such-device"],
             shm_size=None,
-            owner=owner,
+            labels={docker_engine.OWNER_LABEL: owner},
         ),
     ):
         pass
