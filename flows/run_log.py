@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,16 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
     return get_run_logger()
 
 
+class _RunLogHandler(logging.FileHandler):
+    """A disk that fills up costs the run log its last lines, not the run a traceback on the
+    terminal: the run's own error (or the record's save) says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
 @contextmanager
 def run_log(path: Path) -> Iterator[Path]:
     """Write the current flow run's log lines to `path` while the block runs."""
@@ -51,7 +62,7 @@ def run_log(path: Path) -> Iterator[Path]:
         raise RuntimeError("run_log() belongs inside a flow run")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _RunLogHandler(path, encoding="utf-8")
     except OSError as err:
         raise ServiceError(
             f"cannot write the run log: {err.strerror}", where=str(path), fix="free space on that disk"
