@@ -60,6 +60,8 @@ def trial(work: Path, slowed: bool) -> dict:
     [summary] = json.loads(proc.stdout)
     run_dir = work / "home" / "results" / "tiny-llama--cpu" / summary["run_id"]
     record = json.loads((run_dir / "release.json").read_text())
+    if record["gate"] is None:  # the release failed before its gate: a broken trial, not a verdict
+        return {"slowed": slowed, "exit": proc.returncode, "gate": "NO GATE", "error": summary.get("error")}
     levels = [
         {
             "level": f"c={p['level']['max_concurrency']}",

@@ -10,8 +10,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "flagrelease")
+
+
+def shipped_matrix() -> dict:
+    """The shipped matrix.yaml as data, for a test to change."""
+    return yaml.safe_load((ROOT / "matrix.yaml").read_text())
+
+
+def write_matrix(directory: Path, data: dict) -> Path:
+    """`data` as `directory`/matrix.yaml, beside links to the shipped templates, datasets and
+    baselines (a matrix's relative paths resolve from its own directory)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("dockerfiles", "datasets", "baselines"):
+        if not (directory / name).exists():
+            (directory / name).symlink_to(ROOT / name)
+    path = directory / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def free_port() -> int:

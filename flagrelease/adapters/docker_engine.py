@@ -3,7 +3,8 @@
 Builds go through the BuildKit-capable docker CLI (secrets for CA bundles and
 index URLs; the SDK only drives the classic builder); everything else through
 the Docker SDK. Push streams are read event by event, because the SDK reports a
-failed push only inside the stream.
+failed push only inside the stream. A dockerd that goes away (restarted, killed) under any
+SDK call is a ServiceUnavailable, translated once where the SDK sends its requests.
 """
 
 from __future__ import annotations
@@ -36,15 +37,43 @@ HOME_LABEL = "org.flagos.flagrelease.home"
 LineSink = Callable[[str], None]
 
 
+ENGINE_FIX = "start it (`dockerd >/var/log/dockerd.log 2>&1 &` as root, or scripts/bootstrap)"
+
+
+class _EngineAPI(docker.APIClient):
+    """The SDK's low-level client (a requests Session): every request it sends, so every SDK
+    call, turns a refused or dropped connection to dockerd into ServiceUnavailable."""
+
+    def __init__(self, base_url: str | None = None, **kwargs):
+        # Before the SDK rewrites a socket's address to `http+docker://localhost`.
+        self.engine_address = base_url or "unix:///var/run/docker.sock"
+        super().__init__(base_url=base_url, **kwargs)
+
+    def send(self, request, **kwargs):
+        try:
+            return super().send(request, **kwargs)
+        except requests.exceptions.ConnectionError as err:
+            raise ServiceUnavailable(
+                f"cannot reach the Docker Engine: {err}", where=self.engine_address, fix=ENGINE_FIX
+            ) from None
+
+
+class EngineClient(docker.DockerClient):
+    def __init__(self, *args, **kwargs):
+        self.api = _EngineAPI(*args, **kwargs)
+
+
 def connect() -> docker.DockerClient:
     try:
-        client = docker.from_env(timeout=120)
+        client = EngineClient.from_env(timeout=120)
         client.ping()
     except docker.errors.DockerException as err:
+        if isinstance(err.__cause__, ServiceUnavailable):  # the SDK's version probe wraps ours
+            raise err.__cause__ from None
         raise ServiceUnavailable(
             f"cannot reach the Docker Engine: {err}",
             where=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
-            fix="start it (`dockerd >/var/log/dockerd.log 2>&1 &` as root, or scripts/bootstrap)",
+            fix=ENGINE_FIX,
         ) from None
     return client
 
@@ -57,12 +86,7 @@ def image_id(client: docker.DockerClient, ref: str) -> str | None:
 
 
 def image_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
-    try:
-        return client.images.get(ref).labels or {}
-    except requests.exceptions.ConnectionError as err:  # dockerd went away (restarted) mid-run
-        raise ServiceUnavailable(
-            f"cannot reach the Docker Engine: {err}", fix="check that dockerd is running, then run again"
-        ) from None
+    return client.images.get(ref).labels or {}
 
 
 def pull(client: docker.DockerClient, ref: str, auth: dict[str, str] | None = None) -> str | None:
@@ -180,6 +204,10 @@ def push(
     except docker.errors.APIError as err:
         raise ServiceError(
             f"push of {repository}:{tag_name} failed: {err.explanation or err}", where=repository
+        ) from None
+    except requests.exceptions.RequestException as err:  # dockerd went away while streaming
+        raise ServiceUnavailable(
+            f"push of {repository}:{tag_name} lost the Docker Engine: {type(err).__name__}", fix=ENGINE_FIX
         ) from None
     if digest is None:
         raise ServiceError(f"push of {repository}:{tag_name} ended without a digest", where=repository)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import yaml
 
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.artifact_store import S3Store
@@ -22,7 +21,7 @@ from flagrelease.adapters.ledger import Ledger
 from flagrelease.naming import is_release_tag
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.steps.publish import STAGING_PREFIX
-from tests.conftest import CLI, ROOT, _cli_env
+from tests.conftest import CLI, ROOT, _cli_env, shipped_matrix, write_matrix
 
 # Records of runs that ended: the ledger must hold exactly these (interrupted runs do not
 # report: nothing is uploaded while the user is stopping us).
@@ -42,15 +41,12 @@ class FaultRun:
     namespace: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:10]}")
 
     def __post_init__(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+        data = shipped_matrix()
         # Accuracy only: identical stacks answer alike at temperature 0, so the gate passes on
         # a busy machine and a cell reaches its push seconds after its smoke test.
         data["models"]["tiny-llama"]["bench"]["perf"] = None
         data["release"]["namespace"] = self.namespace
-        for name in ("dockerfiles", "datasets", "baselines"):
-            (self.root / name).symlink_to(ROOT / name)
-        (self.root / "matrix.yaml").write_text(yaml.safe_dump(data))
+        write_matrix(self.root, data)
 
     @property
     def home(self) -> Path:

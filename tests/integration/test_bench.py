@@ -8,7 +8,6 @@ import statistics
 import uuid
 
 import pytest
-import yaml
 
 from flagrelease.cell_facts import served_name
 from flagrelease.matrix import load_matrix, select
@@ -17,7 +16,7 @@ from flagrelease.settings import Settings
 from flagrelease.steps import accuracy, gate, loadgen, reference
 from flagrelease.steps.report import load_sides
 from flagrelease.steps.smoke import run_options, serving
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, shipped_matrix, write_matrix
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +108,11 @@ def test_a_cell_is_gated_against_a_released_cell_read_back_from_s3(released, fr_
     comes from the ledger, its per-question results from S3 (where a fleet's hosts find them)."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(name, s3["env"][name])
-    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data = shipped_matrix()
     data["chips"]["cpu-b"] = {"extends": "cpu", "chip_code": "cpu002"}
     data["matrix"]["include"].append({"chip": "cpu-b", "model": "tiny-llama"})
     data["models"]["tiny-llama"]["bench"]["reference"] = {"chip": "cpu", "side": "native"}
-    for name in ("dockerfiles", "datasets", "baselines"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
-    matrix = load_matrix(tmp_path / "matrix.yaml")
+    matrix = load_matrix(write_matrix(tmp_path, data))
     [cpu_b] = select(matrix, chip="cpu-b")
     settings = Settings(
         home=fr_home, s3_url=s3["env"]["FLAGRELEASE_S3_URL"], s3_endpoint_url=s3["env"]["FLAGRELEASE_S3_ENDPOINT_URL"]
@@ -198,12 +194,10 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
 
 def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_client):
     """An unmeetable perf threshold: the real gate refuses, exit 4, the registry gets no tag."""
-    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data = shipped_matrix()
     data["models"]["tiny-llama"]["bench"]["gate"] = {"perf_min_ratio": 100.0}
     data["models"]["tiny-llama"]["bench"]["perf"] |= {"repeats": 3, "num_prompts": 4, "window_s": 0.5}
-    (tmp_path / "dockerfiles").symlink_to(ROOT / "dockerfiles")
-    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
-    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    matrix = write_matrix(tmp_path, data)
     name = released["repository"].split("/", 1)[1]
     from flagrelease.adapters.registry import RegistryClient
 
@@ -216,7 +210,7 @@ def test_a_failing_gate_pushes_nothing(released, registry, tmp_path, docker_clie
         "--chip",
         "cpu",
         "--matrix",
-        str(tmp_path / "matrix.yaml"),
+        str(matrix),
         "--registry",
         registry.address,
         "--json",
@@ -295,11 +289,9 @@ def test_gate_command_redecides_a_stored_release(released, fr_home):
 def test_a_slowed_side_is_never_passed(released, tmp_path):
     """The flaggems side gets one of this host's two CPUs (`docker run --cpus 1`): a real
     slowdown of the same stack, which the perf gate must not pass at any level."""
-    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data = shipped_matrix()
     data["models"]["tiny-llama"]["bench"] |= {"side_cpus": {"flaggems": 1.0}, "accuracy": [], "gate": {}}
-    for name in ("dockerfiles", "datasets"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    matrix = write_matrix(tmp_path, data)
     proc = run_cli(
         "build",
         "--model",
@@ -307,7 +299,7 @@ def test_a_slowed_side_is_never_passed(released, tmp_path):
         "--chip",
         "cpu",
         "--matrix",
-        str(tmp_path / "matrix.yaml"),
+        str(matrix),
         "--no-push",
         "--json",
         home=tmp_path / "home",

@@ -20,14 +20,14 @@ import pytest
 import yaml
 
 from flagrelease.adapters.registry import RegistryClient
-from tests.conftest import ROOT, free_port, run_cli
+from tests.conftest import free_port, run_cli, shipped_matrix, write_matrix
 from tests.prefect_server import prefect_server, stop_group
 
 POOL_A, POOL_B, POOL_IDLE = "flagrelease-test-a", "flagrelease-test-b", "flagrelease-test-idle"
 
 
 def fleet_matrix(directory: Path, **fleet) -> Path:
-    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data = shipped_matrix()
     data["chips"]["cpu"]["pool"] = POOL_A
     data["chips"]["cpu-arm"] = {"extends": "cpu", "arch": "arm64"}
     data["chips"]["cpu-b"] = {"extends": "cpu", "chip_code": "cpu002", "pool": POOL_B}
@@ -43,12 +43,7 @@ def fleet_matrix(directory: Path, **fleet) -> Path:
         "worker_wait_seconds": 15,
         "schedules": [{"name": "nightly", "cron": "0 2 * * 0-5", "timezone": "Asia/Shanghai"}],
     } | fleet
-    for name in ("dockerfiles", "datasets", "baselines"):
-        if not (directory / name).exists():
-            (directory / name).symlink_to(ROOT / name)
-    path = directory / "matrix.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_matrix(directory, data)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +237,7 @@ def test_deploy_refuses_bad_fleet_data_and_registers_nothing(tmp_path, change, m
     for section, value in change.items():
         for key, sub in value.items():
             data[section][key] = data[section].get(key, {}) | sub if isinstance(sub, dict) else sub
-    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
+    write_matrix(tmp_path, data)
     # A closed port: were the matrix accepted, the unreachable server would be the error instead.
     proc = run_cli(
         "deploy",

@@ -10,7 +10,6 @@ import time
 import uuid
 
 import pytest
-import yaml
 
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.registry import RegistryClient
@@ -20,7 +19,7 @@ from flagrelease.record import ReleaseRecord
 from flagrelease.settings import Settings
 from flagrelease.steps import base_image, build, publish, render
 from flagrelease.steps.release_key import KEY_LABEL
-from tests.conftest import ROOT, parse_json_stdout, run_cli, start_cli
+from tests.conftest import ROOT, parse_json_stdout, run_cli, shipped_matrix, start_cli, write_matrix
 
 # A second generated model for the cpu chip: its own name and served name, and a bench
 # small enough to keep this module quick (accuracy only: identical stacks answer alike).
@@ -32,17 +31,13 @@ SECOND_MODEL = {
 }
 
 
-def write_matrix(tmp_path, chip_changes: dict | None = None):
+def two_model_matrix(tmp_path, chip_changes: dict | None = None):
     """The shipped matrix plus `tiny-llama-b` on the cpu chip, with `chip_changes` merged into the cpu chip."""
-    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data = shipped_matrix()
     data["models"]["tiny-llama-b"] = SECOND_MODEL
     data["matrix"]["include"].append({"chip": "cpu", "model": "tiny-llama-b"})
     data["chips"]["cpu"] |= chip_changes or {}
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    for name in ("dockerfiles", "datasets", "baselines"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
-    return tmp_path / "matrix.yaml"
+    return write_matrix(tmp_path, data)
 
 
 def started_by(client, run_id: str, since: float, until: float) -> list[dict]:
@@ -82,7 +77,7 @@ def test_a_changed_pin_is_a_new_release_key_and_rebuilds(released, registry, tmp
     """One pin of the chip changes (the driver: a label only, so every cached layer stays good):
     the stack and the model image are built again, under a new key."""
     driver = "test-" + uuid.uuid4().hex[:8]
-    matrix = write_matrix(tmp_path, {"driver": driver})
+    matrix = two_model_matrix(tmp_path, {"driver": driver})
     proc = run_cli(
         "build",
         "--model",
@@ -115,7 +110,7 @@ def test_a_changed_pin_is_a_new_release_key_and_rebuilds(released, registry, tmp
 def second_model(released, registry, fr_home, docker_client, tmp_path_factory):
     """tiny-llama-b released in two runs: the first killed (SIGKILL, its whole process group)
     once its checkpoint shows the built image, the second resuming it."""
-    matrix = write_matrix(tmp_path_factory.mktemp("two-models"))
+    matrix = two_model_matrix(tmp_path_factory.mktemp("two-models"))
     args = ("build", "--model", "tiny-llama-b", "--chip", "cpu", "--matrix", str(matrix))
     args += ("--registry", registry.address, "--json")
     runs = fr_home / "results" / "tiny-llama-b--cpu"

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 from flagrelease.adapters.registry import RegistryClient
 from flagrelease.matrix import load_matrix, select
 from flagrelease.naming import set_key
 from flagrelease.settings import load_settings
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, shipped_matrix, write_matrix
 
 
 def two_arch_matrix(tmp_path):
     """The cpu chip twice: as it is (amd64) and for arm64, which this host cannot build."""
-    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data = shipped_matrix()
     data["chips"]["cpu-arm64"] = {"extends": "cpu", "arch": "arm64"}
     # The set is what is tested here, not the perf gate (tests of its own): accuracy only.
     data["models"]["tiny-llama"]["bench"]["perf"] = None
     data["matrix"]["include"].append({"chip": "cpu-arm64", "model": "tiny-llama"})
-    for name in ("dockerfiles", "datasets", "baselines"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(data))
-    return tmp_path / "matrix.yaml"
+    return write_matrix(tmp_path, data)
 
 
 def test_cells_differing_only_in_arch_form_one_set(tmp_path):
