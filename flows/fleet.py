@@ -68,18 +68,19 @@ def require_server(what: str) -> str:
 
 
 @contextmanager
-def cell_slot(cell: str, *, one_run_per_cell: bool) -> Iterator[None]:
-    """Hold one of the fleet's cell slots while a cell runs. Without the limit (the embedded
-    server, or before `flagrelease deploy`) the cell runs at once.
+def cell_slot(cell: str, *, in_fleet: bool) -> Iterator[None]:
+    """Hold one of the fleet's cell slots while a cell runs. Out of a fleet (this process's
+    embedded server, which starts with no limits) there is nothing to hold: the cell runs at
+    once, and on one host the cell lock (adapters/cell_lock.py) refuses a second run of it.
 
-    `one_run_per_cell` (a fleet): also hold the cell's own limit of one, so a second run of
-    the cell on another host waits for the first instead of pushing over it (on one host the
-    cell lock, adapters/cell_lock.py, refuses it). Created on first use: a matrix of many
-    cells needs no limit per cell before one runs."""
-    names = [CELL_LIMIT]
-    if one_run_per_cell:
-        with get_client(sync_client=True) as client:
-            names.append(ensure_one_run_limit(client, cell))
+    In a fleet, also hold the cell's own limit of one, so a second run of the cell on another
+    host waits for the first instead of pushing over it. Created on first use: a matrix of
+    many cells needs no limit per cell before one runs."""
+    if not in_fleet:
+        yield
+        return
+    with get_client(sync_client=True) as client:
+        names = [CELL_LIMIT, ensure_one_run_limit(client, cell)]
     # A slot is leased, renewed while the run lives: a run killed outright frees it when the
     # lease runs out. 60 s, Prefect's shortest, is how long the next run of the cell waits then.
     with concurrency(names, occupy=1, strict=False, lease_duration=60):

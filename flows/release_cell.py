@@ -405,7 +405,7 @@ def release_cell(
             with stopping.stoppable():  # SIGTERM / SIGINT reach this thread (flows/stopping.py)
                 with _timed(record, "queued"):
                     # The fleet's limit on cells at once, where one is set, and on runs of this cell.
-                    slot.enter_context(cell_slot(cell.slug, one_run_per_cell=fleet.api_url() is not None))
+                    slot.enter_context(cell_slot(cell.slug, in_fleet=fleet.api_url() is not None))
                 with _timed(record, "preflight"):
                     preflight_task(cell, matrix_file, settings)
                     reap_task(cell, settings, home, run_id)

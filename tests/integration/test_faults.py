@@ -494,10 +494,10 @@ def test_runs_of_one_cell_in_a_fleet_wait_for_each_other(prefect_env):
     with temporary_settings({PREFECT_API_URL: prefect_env["PREFECT_API_URL"]}):
 
         def second() -> None:
-            with cell_slot(cell, one_run_per_cell=True):
+            with cell_slot(cell, in_fleet=True):
                 events.append("second in")
 
-        with cell_slot(cell, one_run_per_cell=True):
+        with cell_slot(cell, in_fleet=True):
             events.append("first in")
             waiter = threading.Thread(target=second)
             waiter.start()
