@@ -27,6 +27,8 @@ from flagrelease.steps.smoke import NotReady, run_options, serving
 # USE_FLAGGEMS, and the record says so (`flaggems_installed`).
 Side = Literal["native", "flaggems"]
 SIDES: tuple[Side, Side] = ("native", "flaggems")
+# Seeds of the sizing windows: apart from the pairs' (1000 * pair + level), so none repeats their prompts.
+SIZING_SEED = 10**6
 
 
 def measure_sides(
@@ -57,32 +59,40 @@ def measure_sides(
         side: [[] for _ in range(perf.repeats if perf else 0)] for side in SIDES
     }
     sizes: list[list[int]] = [[] for _ in levels]
+    # One unpaired window per level, only to learn its request rate: the first pair is then as
+    # long as the rest (`num_prompts` alone can be over in half a second, a pair of pure noise).
+    sizing: dict[int, PerfResult] = {}
     records: dict[str, FlagGemsRecord] = {}  # what FlagGems recorded on each side
+
+    def run(base_url: str, index: int, num_prompts: int, seed: int) -> PerfResult:
+        assert perf is not None  # there are levels only with a perf plan
+        (input_len, output_len), concurrency = levels[index]
+        return loadgen.window(
+            base_url,
+            model,
+            input_len=input_len,
+            output_len=output_len,
+            num_prompts=num_prompts,
+            max_concurrency=concurrency,
+            num_warmups=perf.num_warmups,
+            seed=seed,
+            request_timeout_s=perf.request_timeout_s,
+        )
 
     def window(side: str, base_url: str, index: int, pair: int) -> None:
         assert perf is not None  # there are levels only with a perf plan
         (input_len, output_len), concurrency = levels[index]
+        level = f"perf c={concurrency} {input_len}/{output_len}"
+        if index not in sizing:
+            on_line(f"[{side}] {level}, sizing window (not compared): {perf.num_prompts} prompts")
+            sizing[index] = run(base_url, index, perf.num_prompts, seed=SIZING_SEED + index)
         if len(sizes[index]) <= pair:  # the pair's first window decides its size
-            sizes[index].append(window_prompts(perf, [w[index] for runs in windows.values() for w in runs[:pair]]))
-        on_line(
-            f"[{side}] perf c={concurrency} {input_len}/{output_len}, pair {pair + 1}/{len(windows[side])}: "
-            f"{sizes[index][pair]} prompts"
-        )
+            earlier = [sizing[index]] + [w[index] for runs in windows.values() for w in runs[:pair]]
+            sizes[index].append(window_prompts(perf, earlier))
+        on_line(f"[{side}] {level}, pair {pair + 1}/{len(windows[side])}: {sizes[index][pair]} prompts")
         # The same seed on both sides of a pair (the same prompts); a fresh one per pair and level,
         # so no window finds its prompts in the server's prefix cache.
-        windows[side][pair].append(
-            loadgen.window(
-                base_url,
-                model,
-                input_len=input_len,
-                output_len=output_len,
-                num_prompts=sizes[index][pair],
-                max_concurrency=concurrency,
-                num_warmups=perf.num_warmups,
-                seed=1000 * pair + index,
-                request_timeout_s=perf.request_timeout_s,
-            )
-        )
+        windows[side][pair].append(run(base_url, index, sizes[index][pair], seed=1000 * pair + index))
 
     def scores(side: str, base_url: str) -> dict[str, AccuracyResult]:
         found = {}
@@ -164,8 +174,6 @@ def window_prompts(perf: PerfPlan, earlier: list[PerfResult]) -> int:
     """Prompts in a window: enough for `window_s` seconds at the rate earlier windows of the
     level ran (a handful of requests is over in a scheduler hiccup), never fewer than
     `num_prompts`."""
-    if not earlier:
-        return perf.num_prompts
     rate = statistics.median(r.request_throughput for r in earlier)
     return min(perf.max_prompts, max(perf.num_prompts, math.ceil(perf.window_s * rate)))
 

@@ -173,6 +173,12 @@ def test_release_record_keeps_every_raw_result(released, fr_home):
             sum(json.loads(line)["correct"] for line in lines)
             == record["bench"][side]["accuracy"]["arith-mc"]["correct"]
         )
+    # One unpaired sizing window per level, so the first pair is as long as the rest.
+    log = (run_dir / record["files"]["log"]).read_text()
+    assert sorted(line.split("] ", 1)[1].split(",")[0] for line in log.splitlines() if "sizing window" in line) == [
+        "perf c=1 128/128",
+        "perf c=4 128/128",
+    ]
     assert record["flaggems_installed"] is False
     # No FlagGems in the stack: no record to read on either side, and the sides are the same stack.
     assert [record["bench"][side]["flaggems"] for side in ("native", "flaggems")] == [None, None]
