@@ -263,8 +263,8 @@ def push_stack_task(stack: StackImage, registry: str, repository: str) -> str:
 
 
 @task(name="sbom", cache_policy=NO_CACHE)
-def sbom_task(image: ImageRef, matrix: MatrixFile, run_dir: Path, run_id: str) -> Attestation:
-    return attest.make_sbom(docker_engine.connect(), image, matrix.release.sbom, run_dir, owner=run_id)
+def sbom_task(image: ImageRef, matrix: MatrixFile, run_dir: Path, labels: dict[str, str]) -> Attestation:
+    return attest.make_sbom(docker_engine.connect(), image, matrix.release.sbom, run_dir, labels=labels)
 
 
 @task(name="provenance-inputs", cache_policy=NO_CACHE)
@@ -470,7 +470,8 @@ def release_cell(
                     aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
                     if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
                         with _timed(record, "sbom"):
-                            record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, run_id)}
+                            probe = docker_engine.run_labels(run_id, cell.slug, home)
+                            record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, probe)}
                             parameters = {
                                 "registry": registry_addr,
                                 "repository": repository,

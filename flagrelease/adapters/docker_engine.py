@@ -37,6 +37,11 @@ HOME_LABEL = "org.flagos.flagrelease.home"
 LineSink = Callable[[str], None]
 
 
+def run_labels(owner: str, cell: str, home: str) -> dict[str, str]:
+    """The labels of a container a run starts: enough to find it, and to reap it once the run is dead."""
+    return {OWNER_LABEL: owner, CELL_LABEL: cell, HOME_LABEL: home}
+
+
 ENGINE_FIX = "start it (`dockerd >/var/log/dockerd.log 2>&1 &` as root, or scripts/bootstrap)"
 
 
@@ -288,7 +293,7 @@ def _remove(client: docker.DockerClient, name: str) -> None:
 
 
 def run_to_completion(
-    client: docker.DockerClient, image: str, script: str, *, owner: str, timeout_s: float
+    client: docker.DockerClient, image: str, script: str, *, labels: dict[str, str], timeout_s: float
 ) -> tuple[int, str]:
     """Run `sh -c script` in `image` without network and return (exit code, stdout).
 
@@ -302,7 +307,7 @@ def run_to_completion(
             command=["-c", script],
             entrypoint=["/bin/sh"],
             network_disabled=True,
-            labels={OWNER_LABEL: owner},
+            labels=labels,
         )
         container.start()
         try:

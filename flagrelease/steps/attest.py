@@ -40,10 +40,10 @@ def _write(run_dir: Path, kind: str, text: str) -> Attestation:
 
 
 def make_sbom(
-    client, image: ImageRef, sources: SbomSources, run_dir: Path, *, owner: str, timeout_s: float = 120
+    client, image: ImageRef, sources: SbomSources, run_dir: Path, *, labels: dict[str, str], timeout_s: float = 120
 ) -> Attestation:
-    """The image's CycloneDX SBOM, written beside release.json."""
-    inventory = sbom.read_inventory(client, image.image_id, sources, owner=owner, timeout_s=timeout_s)
+    """The image's CycloneDX SBOM, written beside release.json. `labels`: the probe container's."""
+    inventory = sbom.read_inventory(client, image.image_id, sources, labels=labels, timeout_s=timeout_s)
     return _write(run_dir, SBOM_KIND, sbom.sbom_json(inventory, image))
 
 

@@ -75,11 +75,13 @@ exit 0
 """
 
 
-def read_inventory(client, image: str, sources: SbomSources, *, owner: str, timeout_s: float = 120) -> Inventory:
+def read_inventory(
+    client, image: str, sources: SbomSources, *, labels: dict[str, str], timeout_s: float = 120
+) -> Inventory:
     """Everything installed in `image`, listed from inside it."""
     marker = f"@@flagrelease-sbom-{uuid.uuid4().hex}"  # cannot occur in what the image prints
     code, out = docker_engine.run_to_completion(
-        client, image, probe_script(sources, marker), owner=owner, timeout_s=timeout_s
+        client, image, probe_script(sources, marker), labels=labels, timeout_s=timeout_s
     )
     if code != 0:
         raise ServiceError(f"the SBOM probe in {image} exited {code}", where=image, fix="the image needs /bin/sh")

@@ -95,11 +95,7 @@ def serving(
         devices=options.devices,
         shm_size=options.shm_size,
         gpus=options.gpus,
-        labels={
-            docker_engine.OWNER_LABEL: owner,
-            docker_engine.CELL_LABEL: cell.slug,
-            docker_engine.HOME_LABEL: home,
-        },
+        labels=docker_engine.run_labels(owner, cell.slug, home),
         cpus=options.cpus,
     ) as container:
         port = docker_engine.published_port(container, options.port)

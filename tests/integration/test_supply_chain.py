@@ -279,9 +279,9 @@ def test_secrets_reach_neither_document(
         settings.build,
     )
     run_dir = tmp_path / "run"
-    record.attestations = {
-        "sbom": attest.make_sbom(docker_client, record.image, matrix.release.sbom, run_dir, owner=nonce)
-    }
+    probe = {docker_engine.OWNER_LABEL: nonce}
+    sbom_doc = attest.make_sbom(docker_client, record.image, matrix.release.sbom, run_dir, labels=probe)
+    record.attestations = {"sbom": sbom_doc}
     _, repo = _name(released)
     attached = attest.attach_documents(scratch.address, repo, released["digest"], run_dir, record, inputs, print)
     assert all(a.manifest_digest for a in attached.values())
@@ -296,5 +296,7 @@ def test_secrets_reach_neither_document(
 def test_a_probe_that_hangs_is_stopped_and_removed(released, docker_client):
     owner = uuid.uuid4().hex
     with pytest.raises(ServiceError, match="did not finish in 2 s"):
-        docker_engine.run_to_completion(docker_client, released["image_id"], "sleep 60", owner=owner, timeout_s=2)
+        docker_engine.run_to_completion(
+            docker_client, released["image_id"], "sleep 60", labels={docker_engine.OWNER_LABEL: owner}, timeout_s=2
+        )
     assert docker_engine.containers_owned_by(docker_client, owner) == []
