@@ -277,6 +277,7 @@ class StagedImage(BaseModel):
     aliases: list[str]
     key_tag: str | None = None  # set last, when the set is promoted
     digest: str
+    artifacts: list[str] = []  # its SBOM and provenance (manifest digests): removed with it in a roll back
 
 
 class StoredCopy(BaseModel):

@@ -314,11 +314,29 @@ def push_task(
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
-def stage_task(image: ImageRef, registry: str, repository: str, tag: str, aliases: list[str], key: str) -> StagedImage:
+def stage_task(
+    image: ImageRef,
+    registry: str,
+    repository: str,
+    tag: str,
+    aliases: list[str],
+    key: str,
+    record: ReleaseRecord,
+    inputs: BuildInputs,
+    run_dir: Path,
+) -> tuple[StagedImage, dict[str, Attestation]]:
+    """Stage a set member, with its SBOM and provenance attached to the staged digest."""
+    attached: dict[str, Attestation] = {}
+
+    def attach(digest: str) -> None:
+        attached.update(attest.attach_documents(registry, repository, digest, run_dir, record, inputs, _log))
+
     item = publish.PublishItem(
         image_id=image.image_id, repository=repository, tag=tag, aliases=aliases, key_tag=naming.key_tag(key)
     )
-    return publish.stage(docker_engine.connect(), item, registry, on_line=_log)
+    staged = publish.stage(docker_engine.connect(), item, registry, on_line=_log, attach=attach)
+    artifacts = [a.manifest_digest for a in attached.values() if a.manifest_digest]
+    return staged.model_copy(update={"artifacts": artifacts}), attached
 
 
 @task(name="reports", cache_policy=NO_CACHE)
@@ -468,27 +486,29 @@ def release_cell(
                     )
                 if registry_addr is not None:
                     aliases = naming.alias_tags(matrix_file.release.aliases, record.pins)
-                    if not defer_push:  # a multi-arch set is attested nowhere yet (docs/supply-chain.md)
-                        with _timed(record, "sbom"):
-                            probe = docker_engine.run_labels(run_id, cell.slug, home)
-                            record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, probe)}
-                            parameters = {
-                                "registry": registry_addr,
-                                "repository": repository,
-                                "tag": tag,
-                                "aliases": aliases,
-                                "force": force,
-                                "bundle": bundle,
-                                "smoke_timeout_s": smoke_timeout_s,
-                            }
-                            inputs = provenance_inputs_task(
-                                matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
-                            )
+                    with _timed(record, "sbom"):
+                        probe = docker_engine.run_labels(run_id, cell.slug, home)
+                        record.attestations = {SBOM_KIND: sbom_task(record.image, matrix_file, run_dir, probe)}
+                        parameters = {
+                            "registry": registry_addr,
+                            "repository": repository,
+                            "tag": tag,
+                            "aliases": aliases,
+                            "force": force,
+                            "bundle": bundle,
+                            "smoke_timeout_s": smoke_timeout_s,
+                            "set_member": defer_push,  # staged, released only with its whole set
+                        }
+                        inputs = provenance_inputs_task(
+                            matrix_path, matrix_file, cell, ctx, record.base, parameters, settings
+                        )
                     with _timed(record, "push"):
                         stack_repository = naming.full_repository(None, namespace, ctx.stack.repository_name)
                         record.stack.digest = push_stack_task(record.stack, registry_addr, stack_repository)
                         if defer_push:
-                            record.staged = stage_task(record.image, registry_addr, repository, tag, aliases, key)
+                            record.staged, record.attestations = stage_task(
+                                record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir
+                            )
                         else:
                             record.publish, record.attestations = push_task(
                                 record.image, registry_addr, repository, tag, aliases, key, record, inputs, run_dir

@@ -100,6 +100,25 @@ def _ok(response: requests.Response, registry: str, what: str) -> requests.Respo
     return response
 
 
+def detach(
+    registry: str, credentials: RegistryCredentials, repository: str, subject_digest: str, artifact: str
+) -> None:
+    """Remove an artifact attached to repository@subject_digest: its manifest (and with it its
+    `sha256-<hex>.<kind>` tag, and its place in a referrers API's list) and its entry in the
+    fallback index, which goes too once it lists nothing."""
+    with RegistryClient(registry, credentials) as api:
+        api.delete_manifest(repository, artifact)
+        tag = referrers_tag(subject_digest)
+        index = api.manifest_document(repository, tag)
+        if index is None:
+            return
+        entries = [m for m in index.get("manifests") or [] if m.get("digest") != artifact]
+        if not entries:
+            api.delete_manifest(repository, api.descriptor(repository, tag)["digest"])
+        elif len(entries) < len(index.get("manifests") or []):
+            api.put_manifest(repository, tag, json.dumps(index | {"manifests": entries}).encode(), INDEX_TYPE)
+
+
 def _add_to_fallback_index(api: RegistryClient, repository: str, subject: str, artifact: dict, manifest: dict) -> None:
     """Add the artifact to the `sha256-<hex>` index of its subject's referrers (created if absent)."""
     tag = referrers_tag(subject)

@@ -3,20 +3,24 @@
 `make_sbom` runs before the push (a gate-passed image whose inventory cannot be read is not
 pushed); `attach_documents` runs inside the push, between the verified release tag and the
 aliases (publish.push_release's `attach`), so a release whose documents did not land fails
-like a failed push and gets neither aliases nor its key tag.
+like a failed push and gets neither aliases nor its key tag. A member of a multi-arch set
+gets its documents when it is staged (publish.stage's `attach`); the digest keeps them when
+the set is promoted, and `detach_documents` removes them when the set is rolled back.
 
-    record.attestations = {"sbom": make_sbom(client, record.image, sources, run_dir, owner=run_id)}
+    record.attestations = {"sbom": make_sbom(client, record.image, sources, run_dir, labels=labels)}
     record.attestations = attach_documents(registry, repository, digest, run_dir, record, inputs)
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flagrelease.adapters import oci_artifacts
 from flagrelease.adapters.registry_auth import resolve_credentials
+from flagrelease.errors import ServiceError
 from flagrelease.provenance import BuildInputs
 from flagrelease.record import ReleaseRecord
 from flagrelease.results import ImageRef
@@ -63,18 +67,38 @@ def attach_documents(
     documents = {SBOM_KIND: made, PROVENANCE_KIND: _write(run_dir, PROVENANCE_KIND, statement.to_json())}
     credentials = resolve_credentials(registry)
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    attached = {}
-    for kind, document in documents.items():
-        manifest, listed_by = oci_artifacts.attach(
-            registry,
-            credentials,
-            repository,
-            digest,
-            run_dir / document.file,
-            document.media_type,
-            kind,
-            {CREATED: created, "org.flagos.release-run": record.run_id},
-        )
-        on_line(f"attached the {kind} to {registry}/{repository}@{digest} as {manifest} (referrers: {listed_by})")
-        attached[kind] = document.model_copy(update={"manifest_digest": manifest, "listed_by": listed_by})
+    attached: dict[str, Attestation] = {}
+    try:
+        for kind, document in documents.items():
+            manifest, listed_by = oci_artifacts.attach(
+                registry,
+                credentials,
+                repository,
+                digest,
+                run_dir / document.file,
+                document.media_type,
+                kind,
+                {CREATED: created, "org.flagos.release-run": record.run_id},
+            )
+            on_line(f"attached the {kind} to {registry}/{repository}@{digest} as {manifest} (referrers: {listed_by})")
+            attached[kind] = document.model_copy(update={"manifest_digest": manifest, "listed_by": listed_by})
+    except BaseException:  # half attached is not attached: the caller removes the image too
+        detach_documents(registry, repository, digest, [a.manifest_digest for a in attached.values()], on_line)
+        raise
     return attached
+
+
+def detach_documents(
+    registry: str, repository: str, digest: str, artifacts: Iterable[str | None], on_line=print
+) -> list[str]:
+    """Remove the artifacts (manifest digests) attached to repository@digest by a release that
+    did not happen, best effort; the ones that could not be removed, and why."""
+    credentials = resolve_credentials(registry)
+    left = []
+    for artifact in filter(None, artifacts):
+        try:
+            oci_artifacts.detach(registry, credentials, repository, digest, artifact)
+            on_line(f"removed {registry}/{repository}@{artifact}, attached to {digest}")
+        except ServiceError as err:
+            left.append(f"{repository}@{artifact} ({err.problem})")
+    return left

@@ -29,6 +29,7 @@ from flagrelease.errors import ConfigError, FlagReleaseError, ServiceError
 from flagrelease.naming import check_tag, is_release_tag, key_tag
 from flagrelease.results import PublishResult, StackImage, StagedImage
 from flagrelease.settings import DEFAULT_REGISTRY_PORT, Settings
+from flagrelease.steps import attest
 from flagrelease.steps.release_key import STACK_KEY_LABEL
 
 STAGING_PREFIX = "staging-"
@@ -94,11 +95,15 @@ def push_release(
     return _result(registry, item, digest, started)
 
 
-def stage(client, item: PublishItem, registry: str, on_line=print) -> StagedImage:
+def stage(
+    client, item: PublishItem, registry: str, on_line=print, attach: Callable[[str], None] | None = None
+) -> StagedImage:
     """Push an image of a set under `staging-<tag>`: in the registry, verified, not yet released.
 
     A set's images are built on different hosts (one per arch); each host stages its own,
     and `promote_set` then releases them together from wherever the set is decided.
+    `attach(digest)`: the SBOM and provenance, attached on the host that has the image (the
+    digest keeps them when the set is promoted); a failure removes the staged image again.
     """
     _check_tags(item)
     check_tag(STAGING_PREFIX + item.tag)
@@ -109,6 +114,8 @@ def stage(client, item: PublishItem, registry: str, on_line=print) -> StagedImag
         _refuse_existing(api, item)
         try:
             digest = _push(client, api, credentials, item, staging, on_line)
+            if attach is not None:
+                attach(digest)
         except BaseException:
             _undo_push(api, item, staging, on_line)
             raise
@@ -309,6 +316,8 @@ def _roll_back(api: RegistryClient, staged: Sequence[StagedImage], released: lis
     """Delete the manifests a failed set pushed; the tags that had to stay, and why."""
     left = []
     for image in staged:
+        # Its documents first, whatever happens to the manifest: they speak of a release that did not happen.
+        left += attest.detach_documents(api.registry, image.repository, image.digest, image.artifacts, on_line)
         ours = {STAGING_PREFIX + image.tag} | ({image.tag} if image in released else set())
         try:
             # Deleting by digest drops every tag on it: spare a manifest some other tag still needs.

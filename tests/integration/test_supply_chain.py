@@ -20,12 +20,13 @@ from packageurl import PackageURL
 
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.local_registry import LocalRegistry
+from flagrelease.adapters.registry import RegistryClient
 from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError
 from flagrelease.matrix import load_matrix, select
 from flagrelease.record import ReleaseRecord
 from flagrelease.settings import load_settings
-from flagrelease.steps import attest, provenance, render
+from flagrelease.steps import attest, provenance, publish, render
 from tests.conftest import ROOT, free_port, run_cli
 from tests.integration.conftest import S3_BUCKET
 from tests.moto_server import ACCESS_KEY, SECRET_KEY
@@ -300,3 +301,73 @@ def test_a_probe_that_hangs_is_stopped_and_removed(released, docker_client):
             docker_client, released["image_id"], "sleep 60", labels={docker_engine.OWNER_LABEL: owner}, timeout_s=2
         )
     assert docker_engine.containers_owned_by(docker_client, owner) == []
+
+
+def test_a_set_member_is_attested_when_staged_and_a_roll_back_removes_only_its_documents(
+    released, fr_home, docker_client, tmp_path, monkeypatch
+):
+    """A member of a multi-arch set is attested on the host that has the image, when it is
+    staged: promotion keeps the documents on the digest (the release tag gets that digest);
+    a set rolled back takes its own documents away and leaves an earlier release's alone."""
+    monkeypatch.setenv("FLAGRELEASE_HOME", str(fr_home))
+    reg = LocalRegistry(tmp_path / "registry", free_port()).start()
+    try:
+        settings = load_settings()
+        matrix = load_matrix(ROOT / "matrix.yaml")
+        [cell] = select(matrix, chip="cpu", model="tiny-llama")
+        record = ReleaseRecord.load(_run_dir(fr_home, released))
+        assert record.base is not None and record.image is not None
+        ctx = render.render_context(cell, matrix, settings.build, tmp_path / "ctx")
+        parameters = {"registry": reg.address, "set_member": True}
+        inputs = provenance.build_inputs(
+            docker_client, ROOT / "matrix.yaml", matrix, cell, ctx, record.base, parameters, settings.build
+        )
+        _, repo = _name(released)
+
+        def stage(run_id: str, tag: str) -> tuple[publish.StagedImage, dict]:
+            run_dir = tmp_path / run_id
+            member = record.model_copy(update={"run_id": run_id})
+            labels = {docker_engine.OWNER_LABEL: run_id}
+            member.attestations = {
+                "sbom": attest.make_sbom(docker_client, record.image, matrix.release.sbom, run_dir, labels=labels)
+            }
+            attached: dict = {}
+            item = publish.PublishItem(image_id=released["image_id"], repository=repo, tag=tag, aliases=[])
+            staged = publish.stage(
+                docker_client,
+                item,
+                reg.address,
+                on_line=print,
+                attach=lambda d: attached.update(
+                    attest.attach_documents(reg.address, repo, d, run_dir, member, inputs, print)
+                ),
+            )
+            return staged.model_copy(update={"artifacts": [a.manifest_digest for a in attached.values()]}), attached
+
+        def runs_attached(api) -> list[str]:
+            return sorted(
+                (r.get("annotations") or {}).get("org.flagos.release-run", "")
+                for r in api.referrers(repo, released["digest"])
+            )
+
+        first, attached = stage("set-run-1", "9912312357")
+        assert first.digest == released["digest"] and len(first.artifacts) == 2
+        assert {a.listed_by for a in attached.values()} == {"tag"}
+        [promoted] = publish.promote_set([first], reg.address, on_line=print)
+        with RegistryClient(reg.address) as api:
+            assert api.manifest_digest(repo, "9912312357") == promoted.digest == first.digest
+            assert runs_attached(api) == ["set-run-1", "set-run-1"]
+
+        second, _ = stage("set-run-2", "9912312356")
+        with RegistryClient(reg.address) as api:
+            assert runs_attached(api) == ["set-run-1", "set-run-1", "set-run-2", "set-run-2"]
+        assert publish.discard_staged([second], reg.address, on_line=print) == [
+            f"{repo}:staging-9912312356 ({second.digest} is also tagged 9912312357)"
+        ]
+        with RegistryClient(reg.address) as api:
+            assert runs_attached(api) == ["set-run-1", "set-run-1"]
+            for digest in second.artifacts:
+                assert api.manifest_document(repo, digest) is None
+            assert api.manifest_digest(repo, "9912312357") == first.digest  # the release stands
+    finally:
+        reg.stop()

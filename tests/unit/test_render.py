@@ -120,7 +120,7 @@ def test_serve_config_is_flagscale_shaped():
         "max_model_len": 4096,
         "max_num_seqs": 4,
     }
-    assert entry["engine_args_specific"] == {"llama_cpp": {"threads": 2}}
+    assert entry["engine_args_specific"] == {"llama_cpp": {"threads": 1}}
 
 
 def test_missing_template_value_is_an_error_not_an_empty_string(tmp_path):
