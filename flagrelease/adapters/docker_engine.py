@@ -24,6 +24,7 @@ import docker
 import docker.errors
 import docker.types
 import requests
+import urllib3
 
 from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
@@ -58,6 +59,11 @@ class _EngineAPI(docker.APIClient):
         try:
             return super().send(request, **kwargs)
         except requests.exceptions.ConnectionError as err:
+            # A read that timed out (requests reports one after retries as a ConnectionError) is an
+            # engine that is there but slow: the caller's to judge (a container's `wait`, say).
+            reason = getattr(err.args[0] if err.args else None, "reason", None)
+            if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+                raise
             raise ServiceUnavailable(
                 f"cannot reach the Docker Engine: {err}", where=self.engine_address, fix=ENGINE_FIX
             ) from None

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import requests
 
 from flagrelease.adapters import docker_engine
 from flagrelease.errors import ServiceUnavailable
@@ -62,3 +63,21 @@ def test_connect_says_it_once(tmp_path, monkeypatch):
         docker_engine.connect()
     assert raised.value.where == address
     assert str(raised.value).count("cannot reach the Docker Engine") == 1
+
+
+def test_a_slow_engine_is_not_a_lost_one(tmp_path):
+    """An engine that takes the request and does not answer in time is there: the read timeout
+    stays a timeout, for the caller to judge (run_to_completion's `wait`)."""
+    path = tmp_path / "slow.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    client = docker_engine.EngineClient(base_url=f"unix://{path}", version="1.41", timeout=1)
+    try:
+        with pytest.raises(requests.exceptions.RequestException) as raised:
+            client.containers.list()
+        assert not isinstance(raised.value, ServiceUnavailable)
+    finally:
+        server.close()
