@@ -59,10 +59,12 @@ class _EngineAPI(docker.APIClient):
         try:
             return super().send(request, **kwargs)
         except requests.exceptions.ConnectionError as err:
-            # A read that timed out (requests reports one after retries as a ConnectionError) is an
-            # engine that is there but slow: the caller's to judge (a container's `wait`, say).
-            reason = getattr(err.args[0] if err.args else None, "reason", None)
-            if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+            # A read that timed out is an engine that is there but slow: the caller's to judge (a
+            # container's `wait`). requests reports one that hit the body as a ConnectionError.
+            cause = err.args[0] if err.args else None
+            if isinstance(cause, urllib3.exceptions.ReadTimeoutError) or isinstance(
+                getattr(cause, "reason", None), urllib3.exceptions.ReadTimeoutError
+            ):
                 raise
             raise ServiceUnavailable(
                 f"cannot reach the Docker Engine: {err}", where=self.engine_address, fix=ENGINE_FIX

@@ -73,7 +73,15 @@ def test_a_slow_engine_is_not_a_lost_one(tmp_path):
     server.bind(str(path))
     server.listen()
     held = []
-    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+
+    def answer_slowly() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        conn.recv(65536)
+        # Headers now, the body never: how a container's `wait` looks until it exits.
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n")
+
+    threading.Thread(target=answer_slowly, daemon=True).start()
     client = docker_engine.EngineClient(base_url=f"unix://{path}", version="1.41", timeout=1)
     try:
         with pytest.raises(requests.exceptions.RequestException) as raised:
