@@ -7,24 +7,34 @@ the exists-check, dockerd's push, the digest read back, SBOM and provenance atta
 the key tag, a set through staging tags). On the token registry, a wrong password and an account
 that may only pull fail before the build, through the CLI, and leave nothing; tokens are kept
 per repository and access and renewed; credentials come from a real credential helper too.
-No password and no token issued appears in any output, log or record.
+No password and no token issued appears in any output, log or record. Last, an HTTPS registry
+with a certificate from a private CA is verified with FLAGRELEASE_CA_BUNDLE.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import socket
+import ssl
 import stat
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
 from flagrelease.adapters import oci_artifacts
 from flagrelease.adapters.local_registry import LocalRegistry
+from flagrelease.adapters.loopback import is_loopback
 from flagrelease.adapters.registry import RegistryClient
 from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_credentials
 from flagrelease.errors import ServiceError
@@ -95,6 +105,11 @@ def leaked(issuer: TokenIssuer, *texts: str) -> list[str]:
     return [secret[:12] + "…" for secret in [*SECRETS, *issuer.issued] if secret in text]
 
 
+def scopes(asked: list[str]) -> list[str]:
+    """Scopes with their actions sorted: distribution lists them in Go map order, at random."""
+    return [f"{s.rpartition(':')[0]}:{','.join(sorted(s.rpartition(':')[2].split(',')))}" for s in asked]
+
+
 def credentials(user: str | None, password: str | None) -> RegistryCredentials | None:
     return None if user is None else RegistryCredentials(username=user, password=SecretStr(password or ""))
 
@@ -149,7 +164,7 @@ def test_the_release_path_works(
             publish.push_release(docker_client, released["image_id"], registry, repository, TAG, on_line=lines.append)
     if kind == "token":
         # dockerd asked the token service itself, with the login it was given (X-Registry-Auth).
-        pushes = [r for r in token_issuer.requests if f"repository:{repository}:pull,push" in r[2]]
+        pushes = [r for r in token_issuer.requests if f"repository:{repository}:pull,push" in scopes(r[2])]
         assert {user for _, user, _, _ in pushes} == {RELEASER}
     out, err = capfd.readouterr()
     assert leaked(token_issuer, out, err, caplog.text, "\n".join(lines), result.model_dump_json()) == []
@@ -215,7 +230,7 @@ def test_tokens_are_kept_per_repository_and_access_and_renewed(token_registry, t
             assert api.tags(repository) == []  # GET (pull)
             api.check_push(repository)
             assert api.tags(repository) == []  # the same three tokens again: no new request
-        asked = [scopes for _, user, scopes, _ in token_issuer.requests[start:] if user == RELEASER]
+        asked = [scopes(asked) for _, user, asked, _ in token_issuer.requests[start:] if user == RELEASER]
         assert asked == [[f"repository:{r}:{a}"] for r in (first, second) for a in ("pull,push", "delete", "pull")]
 
         monkeypatch.setattr(token_issuer, "lifetime_s", 2)
@@ -308,3 +323,93 @@ def test_a_credential_helper_supplies_the_login(
     assert resolve_credentials("127.0.0.1:1").anonymous  # the helper is named for the token registry only
     out, err = capfd.readouterr()
     assert leaked(token_issuer, out, err) == []
+
+
+# --- HTTPS with a private CA -------------------------------------------------------------------------------
+
+
+class TlsRegistry(LocalRegistry):
+    """A registry serving HTTPS with a certificate from the test's own CA, listening on loopback
+    and reached by the host's name (a name, not a loopback literal: the client speaks HTTPS to
+    it, as to any remote registry)."""
+
+    def __init__(self, root: Path, port: int, name: str, ca: Path, cert: Path, key: Path):
+        super().__init__(root, port)
+        self.address, self.ca, self.cert, self.key = f"{name}:{port}", ca, cert, key
+
+    def answering(self) -> bool:
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca))
+            return httpx.get(f"https://{self.address}/v2/", verify=context, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _config(self) -> dict:
+        config = super()._config()
+        config["http"] = {
+            "addr": f"127.0.0.1:{self.port}",
+            "tls": {"certificate": str(self.cert), "key": str(self.key)},
+        }
+        return config
+
+
+def _private_ca(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate for `name`, its key) as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "FlagRelease test private CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+def test_an_https_registry_with_a_private_ca_needs_the_ca_bundle(tmp_path, monkeypatch):
+    """FLAGRELEASE_CA_BUNDLE, the bundle builds trust, verifies registry calls too; without the CA
+    the first check fails with a TLS error that names the setting."""
+    name = socket.gethostname()
+    if not is_loopback(socket.gethostbyname(name)):
+        pytest.skip(f"the host's name {name} does not resolve to a loopback address here")
+    ca, cert, key = _private_ca(tmp_path, name)
+    reg = TlsRegistry(tmp_path / "registry", free_port(), name, ca, cert, key).start()
+    try:
+        monkeypatch.setenv("FLAGRELEASE_CA_BUNDLE", str(ca))
+        assert publish.resolve_registry(load_settings(registry=reg.address), ["flagrelease/tls"]) == reg.address
+        with RegistryClient(reg.address) as api:
+            assert api.tags("flagrelease/tls") == []
+        monkeypatch.setenv("FLAGRELEASE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        with pytest.raises(ServiceError) as caught:
+            publish.resolve_registry(load_settings(registry=reg.address))
+        assert f"registry {reg.address}: TLS verification failed" in caught.value.problem
+        assert "FLAGRELEASE_CA_BUNDLE" in caught.value.fix
+    finally:
+        reg.stop()
