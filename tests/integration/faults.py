@@ -188,7 +188,17 @@ def _secrets_nowhere(run: FaultRun, output: str) -> None:
 
 
 def registry_uploads(root: Path) -> bool:
-    """Whether a LocalRegistry rooted at `root` has started receiving a push."""
-    return any((root / "data/docker/registry/v2/repositories").glob("*/*/_uploads")) or any(
-        (root / "data/docker/registry/v2/repositories").glob("*/*/*/_uploads")
-    )
+    """Whether a LocalRegistry rooted at `root` has started receiving a push: layer bytes in an
+    upload, or a layer already linked into a repository. The registry stage's push probe starts
+    and cancels an upload too, which leaves an empty upload directory: neither of these."""
+    repositories = root / "data/docker/registry/v2/repositories"
+    for depth in ("*/*", "*/*/*"):
+        if any(repositories.glob(f"{depth}/_layers/sha256/*")):
+            return True
+        for data in repositories.glob(f"{depth}/_uploads/*/data"):
+            try:
+                if data.stat().st_size > 0:
+                    return True
+            except FileNotFoundError:  # committed meanwhile: the layer is linked, seen next time
+                continue
+    return False
