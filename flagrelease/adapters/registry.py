@@ -123,8 +123,9 @@ class RegistryClient:
         """Fail before the build when these credentials may not push to `repository`.
 
         Starts a blob upload (what a push does first, needing the push scope) and cancels it:
-        nothing is written. Cancelling needs the delete scope on distribution; an account
-        without it leaves an empty upload session, which the registry purges by itself.
+        no blob, manifest or tag is written (distribution keeps the empty upload's state until
+        its upload purging). Cancelling needs the delete scope on distribution; an account
+        without it leaves the empty upload open, which that purging removes too.
         """
         container = self.container(repository)
         response = self._request("POST", f"{self.oras.prefix}://{container.upload_blob_url()}")
