@@ -52,8 +52,9 @@ def _env(name: str) -> str | None:
     return os.environ.get(f"FLAGRELEASE_{name}") or None
 
 
-def _default_ca() -> Path | None:
-    """Trust what the host trusts (PyPI may sit behind a TLS-intercepting proxy)."""
+def default_ca_bundle() -> Path | None:
+    """Trust what the host trusts (PyPI may sit behind a TLS-intercepting proxy, a registry
+    may have a certificate from a private CA): builds and registry calls alike."""
     path = _env("CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
     if path:
         return Path(path)
@@ -63,7 +64,7 @@ def _default_ca() -> Path | None:
 class BuildSettings(BaseModel):
     model_config = ConfigDict(frozen=True, validate_default=True)
 
-    ca_bundle: Path | None = Field(default_factory=_default_ca)
+    ca_bundle: Path | None = Field(default_factory=default_ca_bundle)
     pip_index_url: SecretStr | None = Field(
         default_factory=lambda: SecretStr(v) if (v := _env("PIP_INDEX_URL")) else None
     )

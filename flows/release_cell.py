@@ -94,8 +94,9 @@ def preflight_task(cell: Cell, matrix: MatrixFile, settings: Settings) -> None:
 
 
 @task(name="registry", cache_policy=NO_CACHE)
-def registry_task(settings: Settings) -> str:
-    return publish.resolve_registry(settings)
+def registry_task(settings: Settings, cell: Cell, namespace: str) -> str:
+    repositories = [naming.repository_name(cell), naming.stack_repository_name(cell)]
+    return publish.resolve_registry(settings, [naming.full_repository(None, namespace, r) for r in repositories])
 
 
 @task(name="weights", cache_policy=NO_CACHE)
@@ -428,7 +429,7 @@ def release_cell(
                     preflight_task(cell, matrix_file, settings)
                     reap_task(cell, settings, home, run_id)
                 with _timed(record, "registry"):
-                    registry_addr = record.registry = registry_task(settings) if push else None
+                    registry_addr = record.registry = registry_task(settings, cell, namespace) if push else None
                 with _timed(record, "base"):
                     record.base = base_task(cell, settings)
                 with _timed(record, "weights"):

@@ -1,7 +1,9 @@
 """A real registry on loopback (Debian's `docker-registry`, distribution v2).
 
 `flagrelease build` starts one when no --registry is given, so a fresh machine
-can release end to end; the test suite starts its own, with and without auth,
+can release end to end; the test suite starts its own: anonymous, with htpasswd (HTTP basic)
+auth, with token auth (`token`: the `auth: token` section naming a token service's realm,
+service, issuer and root certificate bundle, the protocol of Harbor, Docker Hub and Quay),
 and read-only ones (they answer the /v2/ ping but refuse every upload).
 """
 
@@ -20,10 +22,18 @@ from flagrelease.errors import ServiceError
 
 
 class LocalRegistry:
-    def __init__(self, root: Path, port: int, htpasswd: Path | None = None, readonly: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        htpasswd: Path | None = None,
+        readonly: bool = False,
+        token: dict[str, str] | None = None,
+    ):
         self.root = root
         self.port = port
         self.htpasswd = htpasswd
+        self.token = token
         self.readonly = readonly
         self.address = f"127.0.0.1:{port}"
         self._proc: subprocess.Popen | None = None
@@ -89,4 +99,6 @@ class LocalRegistry:
             config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
         if self.htpasswd is not None:
             config["auth"] = {"htpasswd": {"realm": "flagrelease", "path": str(self.htpasswd)}}
+        if self.token is not None:
+            config["auth"] = {"token": self.token}
         return config

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 
 import oras.oci
-import oras.provider
 import requests
 
-from flagrelease.adapters.registry import INDEX_TYPE, RegistryClient, base_url, referrers_tag
+from flagrelease.adapters.oras_registry import message
+from flagrelease.adapters.registry import INDEX_TYPE, RegistryClient, referrers_tag
 from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
 
@@ -31,16 +31,6 @@ EMPTY_CONFIG = {
     "size": 2,
 }
 TITLE = "org.opencontainers.image.title"
-
-
-def _oras(registry: str, credentials: RegistryCredentials) -> oras.provider.Registry:
-    client = oras.provider.Registry(
-        hostname=registry, insecure=base_url(registry).startswith("http://"), auth_backend="basic"
-    )
-    basic = credentials.basic()
-    if basic is not None:
-        client.auth.set_basic_auth(*basic)
-    return client
 
 
 def attach(
@@ -58,8 +48,8 @@ def attach(
     with RegistryClient(registry, credentials) as api:
         subject = api.descriptor(repository, subject_digest)
         tag = f"{referrers_tag(subject_digest)}.{kind}"
-        client = _oras(registry, credentials)
-        container = client.get_container(f"{registry}/{repository}:{tag}")
+        client = api.oras  # the same client and tokens as every other registry call
+        container = api.container(repository, tag)
         layer = oras.oci.NewLayer(str(document), media_type=artifact_type)
         layer["annotations"] = {TITLE: document.name}
         manifest = {
@@ -78,7 +68,7 @@ def attach(
                 _ok(client.upload_blob(str(empty), container, EMPTY_CONFIG), registry, f"the empty config of {tag}")
             _ok(client.upload_blob(str(document), container, layer), registry, f"{document.name}")
             response = _ok(client.upload_manifest(manifest, container), registry, f"{repository}:{tag}")
-        except (requests.RequestException, ValueError) as err:  # oras retries, then raises these
+        except (requests.RequestException, ValueError) as err:
             raise ServiceUnavailable(
                 f"pushing {document.name} to {registry}/{repository} failed: {type(err).__name__}: {err}",
                 where=registry,
@@ -94,8 +84,7 @@ def _ok(response: requests.Response, registry: str, what: str) -> requests.Respo
     if response.status_code not in (200, 201, 202):
         kind = ServiceUnavailable if response.status_code >= 500 else ServiceError
         raise kind(
-            f"registry {registry} refused {what}: HTTP {response.status_code} {response.text.strip()[:300]}",
-            where=registry,
+            f"registry {registry} refused {what}: HTTP {response.status_code} {message(response)}", where=registry
         )
     return response
 

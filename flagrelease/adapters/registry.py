@@ -1,16 +1,32 @@
-"""The one place that talks to an OCI registry's HTTP API (distribution v2).
+"""The one place that talks to an OCI registry's HTTP API (distribution v2), through oras-py.
 
-Authentication is HTTP basic (what distribution's htpasswd auth speaks); every
-failure becomes a ServiceError naming the registry, never the credentials.
+Every request goes through oras-py's Registry (adapters/oras_registry.py: HTTP basic and
+Docker bearer-token auth, tokens per repository and access, renewed before they expire);
+its own API is used where it has one (tags with pagination, blobs, artifact uploads in
+oci_artifacts.py). What oras-py 0.2.43 does not offer is spelled here over its
+`do_request`: the digest from a HEAD of a manifest, any manifest's exact bytes and media
+type (its get_manifest parses, validates against the OCI schema and drops the headers),
+a PUT of those bytes under another tag (its upload_manifest re-serialises as an OCI
+manifest, which would change a Docker v2 manifest's digest), a delete by digest (its
+delete_tag refuses anything but an OCI manifest), the referrers API, and the push probe.
+Every failure becomes a ServiceError naming the registry, never the credentials.
 """
 
 from __future__ import annotations
 
-import httpx
+import contextlib
+import json
+from pathlib import Path
+from urllib.parse import urljoin
+
+import oras.container
+import requests
 
 from flagrelease.adapters.loopback import is_loopback
-from flagrelease.adapters.registry_auth import PASSWORD_VAR, USERNAME_VAR, RegistryCredentials
+from flagrelease.adapters.oras_registry import OrasRegistry, Refused, message
+from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.errors import ServiceError, ServiceUnavailable
+from flagrelease.settings import default_ca_bundle
 
 # One image's manifest (what `docker push` of one platform writes), then indexes of several.
 IMAGE_MANIFEST_TYPES = [
@@ -26,31 +42,42 @@ ALL_MANIFEST_TYPES = [
 # SBOMs and provenance statements; an image's layers are never read through `blob`.
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MANIFEST_TYPES = ", ".join(ALL_MANIFEST_TYPES)
+# Docker Hub's images are named docker.io/…; its registry API answers on another host.
+API_HOSTS = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
 
-def base_url(registry: str) -> str:
+def api_host(registry: str) -> str:
+    return API_HOSTS.get(registry, registry)
+
+
+def plain_http(registry: str) -> bool:
     """Loopback registries speak plain HTTP (as dockerd allows for 127.0.0.0/8); others HTTPS."""
-    return f"{'http' if is_loopback(registry.rsplit(':', 1)[0]) else 'https'}://{registry}"
-
-
-def _registry_message(response: httpx.Response) -> str:
-    """The registry's own words: distribution's {"errors": [...]} body, else the raw text."""
-    try:
-        errors = response.json().get("errors") or []
-        text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-    except (ValueError, AttributeError):
-        text = ""
-    return text or response.text.strip()[:300] or response.reason_phrase
+    return is_loopback(registry.rsplit(":", 1)[0])
 
 
 class RegistryClient:
-    def __init__(self, registry: str, credentials: RegistryCredentials | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        registry: str,
+        credentials: RegistryCredentials | None = None,
+        timeout: float = 10.0,
+        ca_bundle: Path | None = None,
+    ):
+        """`ca_bundle`: the PEM bundle to verify HTTPS registries (and their token services)
+        with; by default what builds trust (FLAGRELEASE_CA_BUNDLE, else the host's bundle)."""
         self.registry = registry
         self.credentials = credentials or RegistryCredentials()
-        self._http = httpx.Client(base_url=base_url(registry), auth=self.credentials.basic(), timeout=timeout)
+        self.oras = OrasRegistry(
+            registry,
+            api_host(registry),
+            self.credentials,
+            insecure=plain_http(registry),
+            ca_bundle=ca_bundle or default_ca_bundle(),
+            timeout=timeout,
+        )
 
     def close(self) -> None:
-        self._http.close()
+        self.oras.session.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -58,53 +85,59 @@ class RegistryClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
-        try:
-            return self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as err:
-            raise ServiceUnavailable(
-                f"registry {self.registry} cannot be reached: {type(err).__name__}: {err}",
-                where=f"--registry / FLAGRELEASE_REGISTRY = {self.registry}",
-                fix="start the registry or correct its address (omit --registry to use a local one)",
-            ) from None
+    def container(self, repository: str, reference: str | None = None) -> oras.container.Container:
+        """oras-py's name for repository[:tag|@digest] on this registry (it builds the URLs)."""
+        name = f"{api_host(self.registry)}/{repository}"
+        if reference:
+            name += f"@{reference}" if reference.startswith("sha256:") else f":{reference}"
+        return self.oras.get_container(name)
 
-    def _unauthorized(self) -> ServiceError:
-        source = self.credentials.source
-        if self.credentials.anonymous:
-            return ServiceError(
-                f"registry {self.registry} requires credentials and none were found ({source})",
-                where=self.registry,
-                fix=f"set {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}`",
-            )
-        return ServiceError(
-            f"registry {self.registry} refused the credentials from {source} (HTTP 401)",
-            where=self.registry,
-            fix=f"correct {USERNAME_VAR}/{PASSWORD_VAR} or `docker login {self.registry}` again",
-        )
+    def _url(self, path: str) -> str:
+        return f"{self.oras.prefix}://{api_host(self.registry)}{path}"
 
-    def _checked(self, response: httpx.Response, action: str) -> httpx.Response:
-        if response.status_code == 401:
-            raise self._unauthorized()
-        if response.is_error:
+    def _manifest_url(self, repository: str, reference: str) -> str:
+        return f"{self.oras.prefix}://{self.container(repository).manifest_url(reference)}"
+
+    def _request(self, method: str, url: str, **kwargs) -> requests.Response:
+        return self.oras.do_request(url, method, **kwargs)
+
+    def _checked(self, response: requests.Response, action: str) -> requests.Response:
+        if response.status_code >= 400:
             kind = ServiceUnavailable if response.status_code >= 500 else ServiceError
             raise kind(
-                f"registry {self.registry} refused to {action}: HTTP {response.status_code} "
-                f"{_registry_message(response)}",
+                f"registry {self.registry} refused to {action}: HTTP {response.status_code} {message(response)}",
                 where=self.registry,
             )
         return response
 
     def check(self) -> None:
-        """Fail early, before anything is built, when the registry cannot take a push."""
-        response = self._checked(self._send("GET", "/v2/"), "answer the /v2/ ping")
+        """Fail early, before anything is built, when the registry or the credentials will not do:
+        the /v2/ ping, answered with the credentials (a token service checks them here too)."""
+        response = self._checked(self._request("GET", self._url("/v2/")), "answer the /v2/ ping")
         if response.status_code != 200:
             raise ServiceError(
                 f"registry {self.registry} answered /v2/ with HTTP {response.status_code}", where=self.registry
             )
 
+    def check_push(self, repository: str) -> None:
+        """Fail before the build when these credentials may not push to `repository`.
+
+        Starts a blob upload (what a push does first, needing the push scope) and cancels it:
+        no blob, manifest or tag is written (distribution keeps the empty upload's state until
+        its upload purging). Cancelling needs the delete scope on distribution; an account
+        without it leaves the empty upload open, which that purging removes too.
+        """
+        container = self.container(repository)
+        response = self._request("POST", f"{self.oras.prefix}://{container.upload_blob_url()}")
+        self._checked(response, f"start an upload to {repository}")
+        location = response.headers.get("Location")
+        if location:
+            with contextlib.suppress(ServiceError):  # no delete scope: the empty session expires
+                self._request("DELETE", urljoin(self._url("/v2/"), location))
+
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """Digest of repository:tag, or None when the tag does not exist."""
-        response = self._send("HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES})
+        response = self._request("HEAD", self._manifest_url(repository, tag), headers={"Accept": MANIFEST_TYPES})
         if response.status_code == 404:
             return None
         return self._checked(response, f"look up {repository}:{tag}").headers["Docker-Content-Digest"]
@@ -112,8 +145,8 @@ class RegistryClient:
     def manifest(self, repository: str, reference: str) -> dict:
         """The image manifest of repository:tag or @digest (config and layer descriptors)."""
         response = self._checked(
-            self._send(
-                "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(IMAGE_MANIFEST_TYPES)}
+            self._request(
+                "GET", self._manifest_url(repository, reference), headers={"Accept": ", ".join(IMAGE_MANIFEST_TYPES)}
             ),
             f"read {repository}:{reference}",
         )
@@ -130,11 +163,7 @@ class RegistryClient:
         """The labels in the image config the manifest names: what the registry itself says
         the image is, whatever any local file claims."""
         config = self.manifest(repository, reference)["config"]["digest"]
-        response = self._checked(
-            self._send("GET", f"/v2/{repository}/blobs/{config}", follow_redirects=True),
-            f"read the config {config} of {repository}:{reference}",
-        )
-        return (response.json().get("config") or {}).get("Labels") or {}
+        return (_json(self.blob(repository, config)).get("config") or {}).get("Labels") or {}
 
     def tag_manifest(self, repository: str, digest: str, tag: str) -> None:
         """Point repository:tag at the manifest `digest`, overwriting the tag.
@@ -142,35 +171,31 @@ class RegistryClient:
         The manifest's bytes are copied unchanged, so its digest cannot change.
         """
         got = self._checked(
-            self._send("GET", f"/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST_TYPES}),
+            self._request("GET", self._manifest_url(repository, digest), headers={"Accept": MANIFEST_TYPES}),
             f"read {repository}@{digest}",
         )
-        self._checked(
-            self._send(
-                "PUT",
-                f"/v2/{repository}/manifests/{tag}",
-                content=got.content,
-                headers={"Content-Type": got.headers["Content-Type"]},
-            ),
-            f"tag {repository}:{tag}",
-        )
+        self.put_manifest(repository, tag, got.content, got.headers["Content-Type"])
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest, and with it every tag in `repository` that points at it."""
-        response = self._send("DELETE", f"/v2/{repository}/manifests/{digest}")
+        response = self._request("DELETE", self._manifest_url(repository, digest))
         if response.status_code != 404:
             self._checked(response, f"delete {repository}@{digest}")
 
     def tags(self, repository: str) -> list[str]:
-        response = self._send("GET", f"/v2/{repository}/tags/list")
-        if response.status_code == 404:
-            return []
-        return self._checked(response, f"list the tags of {repository}").json().get("tags") or []
+        """Every tag of `repository`, all pages (Harbor and Quay paginate); none when it does not exist."""
+        try:
+            return self.oras.get_tags(self.container(repository))
+        except Refused as refused:
+            if refused.response.status_code == 404:
+                return []
+            self._checked(refused.response, f"list the tags of {repository}")
+            raise
 
     def descriptor(self, repository: str, reference: str) -> dict:
         """{mediaType, digest, size} of the manifest at repository:tag or @digest, from its bytes."""
         response = self._checked(
-            self._send("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}),
+            self._request("GET", self._manifest_url(repository, reference), headers={"Accept": MANIFEST_TYPES}),
             f"read {repository}:{reference}",
         )
         return {
@@ -181,8 +206,8 @@ class RegistryClient:
 
     def manifest_document(self, repository: str, reference: str) -> dict | None:
         """Any manifest or index at repository:tag or @digest as JSON; None when absent."""
-        response = self._send(
-            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}
+        response = self._request(
+            "GET", self._manifest_url(repository, reference), headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}
         )
         if response.status_code == 404:
             return None
@@ -191,45 +216,45 @@ class RegistryClient:
     def put_manifest(self, repository: str, reference: str, document: bytes, media_type: str) -> str:
         """PUT a manifest or index; the digest the registry gives it."""
         response = self._checked(
-            self._send(
-                "PUT", f"/v2/{repository}/manifests/{reference}", content=document, headers={"Content-Type": media_type}
+            self._request(
+                "PUT", self._manifest_url(repository, reference), data=document, headers={"Content-Type": media_type}
             ),
             f"write {repository}:{reference}",
         )
         return response.headers["Docker-Content-Digest"]
 
     def blob(self, repository: str, digest: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
-        """A blob's bytes, bounded (documents, not layers)."""
-        chunks: list[bytes] = []
-        try:
-            with self._http.stream("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True) as response:
-                if response.is_error:
-                    response.read()
-                    self._checked(response, f"read the blob {digest} of {repository}")
-                for chunk in response.iter_bytes():
+        """A blob's bytes, bounded (documents and image configs, not layers)."""
+        response = self.oras.get_blob(self.container(repository), digest, stream=True)
+        with response:
+            if response.status_code >= 400:
+                self._checked(response, f"read the blob {digest} of {repository}")
+            chunks: list[bytes] = []
+            try:
+                for chunk in response.iter_content(chunk_size=1 << 16):
                     chunks.append(chunk)
                     if sum(map(len, chunks)) > max_bytes:
                         raise ServiceError(
                             f"blob {digest} of {self.registry}/{repository} exceeds {max_bytes} bytes",
                             where=self.registry,
                         )
-        except httpx.HTTPError as err:
-            raise ServiceUnavailable(
-                f"registry {self.registry} failed while sending {digest}: {type(err).__name__}: {err}",
-                where=self.registry,
-            ) from None
+            except requests.RequestException as err:
+                raise ServiceUnavailable(
+                    f"registry {self.registry} failed while sending {digest}: {type(err).__name__}: {err}",
+                    where=self.registry,
+                ) from None
         return b"".join(chunks)
 
     def referrers(self, repository: str, digest: str) -> list[dict]:
         """Descriptors of the manifests whose `subject` is `digest`: the referrers API where the
         registry has it, else the tag-schema fallback (`sha256-<hex>` index, OCI distribution 1.1)."""
-        response = self._send(
-            "GET", f"/v2/{repository}/referrers/{digest}", headers={"Accept": "application/vnd.oci.image.index.v1+json"}
+        response = self._request(
+            "GET",
+            self._url(f"/v2/{repository}/referrers/{digest}"),
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
         )
         if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(INDEX_TYPE):
             return response.json().get("manifests") or []
-        if response.status_code == 401:
-            raise self._unauthorized()
         index = self.manifest_document(repository, referrers_tag(digest))
         return (index or {}).get("manifests") or []
 
@@ -237,3 +262,11 @@ class RegistryClient:
 def referrers_tag(digest: str) -> str:
     """The fallback tag listing the referrers of `digest`: sha256:<hex> -> sha256-<hex>."""
     return digest.replace(":", "-", 1)
+
+
+def _json(data: bytes) -> dict:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -45,13 +45,21 @@ class PublishItem(BaseModel):
     key_tag: str | None = None  # `key-<release key>`: moved last, it marks a complete release
 
 
-def resolve_registry(settings: Settings) -> str:
-    """The configured registry, checked; with none configured, a local one (started if needed)."""
+def resolve_registry(settings: Settings, push_to: Sequence[str] = ()) -> str:
+    """The configured registry, checked; with none configured, a local one (started if needed).
+
+    Checked before anything is built: the registry answers, it accepts the credentials (a
+    token service checks them when asked for a token), and they may push to each repository
+    of `push_to` (an upload is started and cancelled: a pull-only account fails here, not
+    after the build and the benchmarks).
+    """
     registry = settings.registry
     if registry is None:
         registry = LocalRegistry(settings.home / "registry", DEFAULT_REGISTRY_PORT).start(detach=True).address
-    with RegistryClient(registry, resolve_credentials(registry)) as api:
+    with RegistryClient(registry, resolve_credentials(registry), ca_bundle=settings.build.ca_bundle) as api:
         api.check()
+        for repository in push_to:
+            api.check_push(repository)
     return registry
 
 

@@ -1,8 +1,8 @@
 """Verify step: does an image in the registry match its release record, SBOM, provenance and card?
 
 The record comes from the ledger (by the image's REPO:TAG or REPO@DIGEST) or from a run
-directory; everything else from the registry itself, through its plain HTTP API (not the
-client that attached the documents): the digest the reference serves, the labels of that
+directory; everything else read back from the registry itself (what it serves, not what
+the release remembered): the digest the reference serves, the labels of that
 image's config, the SBOM and provenance attached to that digest. Each check is decided by
 a pure function below; `verify` only gathers what they judge.
 

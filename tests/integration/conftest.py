@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import uuid
+
 import boto3.session
 import pytest
 
@@ -7,8 +10,15 @@ from flagrelease.adapters import docker_engine
 from flagrelease.adapters.local_registry import LocalRegistry
 from tests.conftest import free_port, parse_json_stdout, run_cli
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop
+from tests.token_issuer import Grant, TokenIssuer
 
 S3_BUCKET = "flagrelease-test-reports"
+# The htpasswd registry's login; passwords are distinctive, so any leak is found by substring.
+REGISTRY_USER = "flagos"
+REGISTRY_PASSWORD = f"pw-{uuid.uuid4().hex}"
+# The token registry's accounts: one may pull, push and delete, the other only pull.
+RELEASER, RELEASER_PASSWORD = "releaser", f"token-pw-{uuid.uuid4().hex}"
+READER, READER_PASSWORD = "reader", f"reader-pw-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +31,44 @@ def docker_client():
 def registry(tmp_path_factory):
     """A real distribution v2 registry on a free loopback port, for this session only."""
     reg = LocalRegistry(tmp_path_factory.mktemp("registry"), free_port()).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def htpasswd(tmp_path_factory):
+    path = tmp_path_factory.mktemp("htpasswd") / "htpasswd"
+    entry = subprocess.run(
+        ["htpasswd", "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], capture_output=True, text=True, check=True
+    )
+    path.write_text(entry.stdout)
+    return path
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory, htpasswd):
+    """A real registry with htpasswd (HTTP basic) auth; shared, so the cpu image is uploaded to it once."""
+    reg = LocalRegistry(tmp_path_factory.mktemp("auth-registry"), free_port(), htpasswd=htpasswd).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_issuer(tmp_path_factory):
+    """The Docker token service of `token_registry` (tests/token_issuer.py), on loopback."""
+    users = {RELEASER: Grant(RELEASER_PASSWORD), READER: Grant(READER_PASSWORD, frozenset({"pull"}))}
+    issuer = TokenIssuer(tmp_path_factory.mktemp("token-issuer"), users=users).start()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory, token_issuer):
+    """A real registry with token auth (`auth: token`), the protocol of Harbor, Docker Hub and Quay;
+    shared, so the cpu image is uploaded to it once."""
+    reg = LocalRegistry(
+        tmp_path_factory.mktemp("token-registry"), free_port(), token=token_issuer.registry_auth()
+    ).start()
     yield reg
     reg.stop()
 

@@ -11,13 +11,16 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
 
-import httpx
+from pydantic import SecretStr
 
 from flagrelease.adapters import docker_engine
 from flagrelease.adapters.artifact_store import S3Store
 from flagrelease.adapters.cell_lock import home_id
 from flagrelease.adapters.ledger import Ledger
+from flagrelease.adapters.registry import RegistryClient
+from flagrelease.adapters.registry_auth import RegistryCredentials
 from flagrelease.naming import is_release_tag
 from flagrelease.record import RECORD_FILE, ReleaseRecord
 from flagrelease.steps.publish import STAGING_PREFIX
@@ -131,13 +134,11 @@ def _registry_holds_only_releases(run: FaultRun, login: tuple[str, str] | None) 
         for r in run.records()
         if r.status == "released" and r.publish
     }
-    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
-    with httpx.Client(base_url=f"http://{run.registry}/v2", auth=login, headers=accept, timeout=10) as api:
+    creds = RegistryCredentials(username=login[0], password=SecretStr(login[1])) if login else None
+    with RegistryClient(run.registry, creds) as api:  # HTTP basic or token auth, whichever the registry asks
         ours = [r for r in _catalog(api) if r.startswith(f"{run.namespace}/")]
-        tags = {r: _tags(api, r) for r in ours}
-        digests = {
-            (r, t): api.head(f"/{r}/manifests/{t}").headers.get("Docker-Content-Digest") for r in ours for t in tags[r]
-        }
+        tags = {r: api.tags(r) for r in ours}
+        digests = {(r, t): api.manifest_digest(r, t) for r in ours for t in tags[r]}
     released_digests = set(released.values())
     for repository in ours:
         found = tags[repository]
@@ -150,23 +151,16 @@ def _registry_holds_only_releases(run: FaultRun, login: tuple[str, str] | None) 
             assert digests[repository, tag] in released_digests, f"{repository}:{tag} marks no recorded release"
 
 
-def _tags(api: httpx.Client, repository: str) -> list[str]:
-    """A repository whose every manifest was deleted (a rolled-back push) answers 404."""
-    response = api.get(f"/{repository}/tags/list")
-    if response.status_code == 404:
-        return []
-    return response.raise_for_status().json().get("tags") or []
-
-
-def _catalog(api: httpx.Client) -> list[str]:
+def _catalog(api: RegistryClient) -> list[str]:
     """Every repository, page by page (the registry serves at most 1000 per page)."""
     found: list[str] = []
-    url: str | None = "/_catalog?n=1000"
+    url: str | None = f"http://{api.registry}/v2/_catalog?n=1000"
     while url:
-        response = api.get(url).raise_for_status()
+        response = api.oras.do_request(url)
+        response.raise_for_status()
         found += response.json().get("repositories") or []
         url = response.links.get("next", {}).get("url")
-        url = url.removeprefix("/v2") if url else None
+        url = urljoin(f"http://{api.registry}/", url) if url else None
     return found
 
 
@@ -190,7 +184,17 @@ def _secrets_nowhere(run: FaultRun, output: str) -> None:
 
 
 def registry_uploads(root: Path) -> bool:
-    """Whether a LocalRegistry rooted at `root` has started receiving a push."""
-    return any((root / "data/docker/registry/v2/repositories").glob("*/*/_uploads")) or any(
-        (root / "data/docker/registry/v2/repositories").glob("*/*/*/_uploads")
-    )
+    """Whether a LocalRegistry rooted at `root` has started receiving a push: layer bytes in an
+    upload, or a layer already linked into a repository. The registry stage's push probe starts
+    and cancels an upload too, which leaves an empty upload directory: neither of these."""
+    repositories = root / "data/docker/registry/v2/repositories"
+    for depth in ("*/*", "*/*/*"):
+        if any(repositories.glob(f"{depth}/_layers/sha256/*")):
+            return True
+        for data in repositories.glob(f"{depth}/_uploads/*/data"):
+            try:
+                if data.stat().st_size > 0:
+                    return True
+            except FileNotFoundError:  # committed meanwhile: the layer is linked, seen next time
+                continue
+    return False

@@ -122,8 +122,9 @@ def test_registry_read_only_mid_push(own_registry, tmp_path, released, prefect_e
 
 
 def test_a_read_only_registry_is_asked_once(released, tmp_path, monkeypatch, docker_client):
-    """Read-only from the start (the registry answers, refuses the upload): a refusal, so the
-    push task runs once (retries are for outages), the flow fails with the registry's answer."""
+    """Read-only from the start (the registry answers, refuses the upload): the push probe of the
+    registry stage finds it before anything is built; a refusal, so it is asked once (retries are
+    for outages), the flow fails with the registry's answer and no push is tried."""
     from flows.release_cell import release_cell
 
     readonly = LocalRegistry(tmp_path / "ro-registry", free_port(), readonly=True).start()
@@ -142,9 +143,9 @@ def test_a_read_only_registry_is_asked_once(released, tmp_path, monkeypatch, doc
                 runs = client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
                 )
-        pushes = [task_run for task_run in runs if task_run.name.startswith("push")]
-        assert [(task_run.run_count, task_run.state_type.value) for task_run in pushes] == [(1, "FAILED")]
-        assert run.record().status == "failed"
+        asked = [task_run for task_run in runs if task_run.name.startswith(("registry", "push"))]
+        assert [(t.name.split("-")[0], t.run_count, t.state_type.value) for t in asked] == [("registry", 1, "FAILED")]
+        assert run.record().status == "failed" and "build" not in run.record().timings
         check_invariants(run, docker_client, "", exit_code=3, returncode=run.record().exit_code)
     finally:
         readonly.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
 import uuid
 
 import pytest
@@ -22,26 +21,11 @@ from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_cred
 from flagrelease.errors import ConfigError, ServiceError, ServiceUnavailable
 from flagrelease.steps import publish
 from tests.conftest import free_port
+from tests.integration.conftest import REGISTRY_PASSWORD, REGISTRY_USER
 
-USER = "flagos"
-PASSWORD = f"pw-{uuid.uuid4().hex}"
+USER, PASSWORD = REGISTRY_USER, REGISTRY_PASSWORD  # of the session's htpasswd registry (`auth_registry`)
 REPO_PREFIX = "flagrelease/publish-test-"
 TAG, NEXT_TAG = "2601010000", "2601010001"
-
-
-@pytest.fixture(scope="module")
-def htpasswd(tmp_path_factory):
-    path = tmp_path_factory.mktemp("htpasswd") / "htpasswd"
-    out = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
-    path.write_text(out.stdout)
-    return path
-
-
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory, htpasswd):
-    reg = LocalRegistry(tmp_path_factory.mktemp("auth-registry"), free_port(), htpasswd=htpasswd).start()
-    yield reg
-    reg.stop()
 
 
 @pytest.fixture(scope="module")
@@ -446,8 +430,9 @@ def test_credentials_come_from_the_environment_first(tmp_path):
 
 def test_credentials_from_the_docker_config_match_the_host(tmp_path):
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    other = base64.b64encode(b"other:otherpw").decode()
     env = _docker_config(
-        tmp_path, {"auths": {"https://127.0.0.1:5000/v1/": {"auth": auth}, "127.0.0.1:6000": {"auth": "garbage"}}}
+        tmp_path, {"auths": {"https://127.0.0.1:5000/v1/": {"auth": auth}, "127.0.0.1:6000": {"auth": other}}}
     )
     creds = resolve_credentials("127.0.0.1:5000", env)
     assert creds.auth_config() == {"username": USER, "password": PASSWORD}
@@ -456,11 +441,13 @@ def test_credentials_from_the_docker_config_match_the_host(tmp_path):
     assert resolve_credentials("127.0.0.1:7000", env).anonymous
 
 
-def test_credential_helpers_are_named_not_run(tmp_path):
-    env = _docker_config(tmp_path, {"auths": {"127.0.0.1:5000": {}}, "credsStore": "pass"})
-    creds = resolve_credentials("127.0.0.1:5000", env)
-    assert creds.anonymous
-    assert "docker-credential-pass, which flagrelease does not run" in creds.source
+def test_a_credential_helper_that_is_not_installed_is_named(tmp_path):
+    """A working helper is run for real in test_registry_auth.py; a missing one is a clear error."""
+    env = _docker_config(tmp_path, {"auths": {"127.0.0.1:5000": {}}, "credsStore": "flagrelease-missing"})
+    with pytest.raises(ConfigError, match="docker-credential-flagrelease-missing") as caught:
+        resolve_credentials("127.0.0.1:5000", env)
+    assert "not installed or not available in PATH" in caught.value.problem
+    assert "install docker-credential-flagrelease-missing" in caught.value.fix
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from flagrelease.adapters.registry import base_url
 from flagrelease.adapters.serve_client import loopback_url
 from flagrelease.errors import ConfigError, GateFailed, ServiceError, ServiceUnavailable
 from flagrelease.matrix import load_matrix, select
@@ -31,11 +30,6 @@ def test_loopback_allowed(url):
 def test_non_loopback_refused(url):
     with pytest.raises(ValueError, match="127.0.0.1 only"):
         loopback_url(url)
-
-
-def test_registry_scheme():
-    assert base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert base_url("harbor.baai.ac.cn") == "https://harbor.baai.ac.cn"
 
 
 def test_base_mirror_rewrite():
