@@ -139,7 +139,12 @@ def test_context_hash_tracks_content(tmp_path):
     two = render_context(cell, matrix, SETTINGS, tmp_path / "b")
     assert one.stack.context_hash == two.stack.context_hash and one.model.context_hash == two.model.context_hash
     assert set(one.stack.files) == {"Dockerfile", "flagrelease-serve.py", "flagscale-serve-deps.txt"}
-    assert set(one.model.files) == {"Dockerfile", "serve/conf/serve.yaml", "serve/conf/serve/tiny-llama.yaml"}
+    assert set(one.model.files) == {
+        "Dockerfile",
+        "serve/conf/serve.yaml",
+        "serve/conf/serve/tiny-llama.yaml",
+        "serve/launch.json",
+    }
     mirrored = render_context(
         cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://m/debian"}), tmp_path / "c"
     )
