@@ -98,7 +98,9 @@ class Runtime(Strict):
 Side = Literal["native", "flaggems"]
 SIDES: tuple[Side, Side] = ("native", "flaggems")
 # Pins a chip may install from the package index (PyPI, or FLAGRELEASE_PIP_INDEX_URL).
-IndexPin = Literal["torch", "torch_npu", "vllm", "vllm_plugin", "vllm_fl", "flaggems", "flagscale", "flagtree", "flagcx"]
+IndexPin = Literal[
+    "torch", "torch_npu", "vllm", "vllm_plugin", "vllm_fl", "flaggems", "flagscale", "flagtree", "flagcx"
+]
 # A project name on a package index (PEP 503 normalises case and `_.` to `-`).
 ProjectName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")]
 

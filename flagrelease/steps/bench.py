@@ -13,6 +13,7 @@ import statistics
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
 from flagrelease.cell_facts import served_name, side_env
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult
@@ -140,7 +141,8 @@ def measure_sides(
                         for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
                             window(side, urls[side][0], index, pair)
                 for side in SIDES:
-                    results[side] = _side(cell, side, urls[side][1], windows[side], scores(side, urls[side][0]), started)
+                    url, ready_s = urls[side]
+                    results[side] = _side(cell, side, ready_s, windows[side], scores(side, url), started)
         else:
             for side in SIDES:
                 with ExitStack() as stack:
