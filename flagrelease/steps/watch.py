@@ -33,6 +33,15 @@ class ProjectNews(BaseModel):
     newest: str | None  # None: not on the index
 
 
+class BuiltCell(BaseModel):
+    """A proposed cell run through the release path (`--build`)."""
+
+    cell: str
+    status: str
+    exit_code: int
+    error: str | None = None
+
+
 class WatchReport(BaseModel):
     index: str
     matrix: str
@@ -41,7 +50,17 @@ class WatchReport(BaseModel):
     projects: list[ProjectNews]
     patch: str  # unified diff of the matrix file; "" when no candidate
     patched: str = ""  # the whole patched file
+    built: list[BuiltCell] = []
     applied: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0: nothing to propose, or the patch applied; 1: a patch proposed and not applied;
+        the worst cell's code when a proposed cell's build failed (4: a gate refused it)."""
+        failed = [b.exit_code for b in self.built if b.exit_code]
+        if failed:
+            return max(failed)
+        return 1 if self.candidates and not self.applied else 0
 
 
 def chips_in_cells(cells: list[Cell]) -> dict[str, list[Cell]]:
@@ -106,6 +125,26 @@ def candidate_matrix(matrix: MatrixFile, report: WatchReport, home: Path) -> Pat
     models = {c.model_id for c in expand(matrix) if c.chip_id in {k.chip for k in report.candidates}}
     data, digest = bundle.pack(matrix, models, matrix_text=report.patched.encode())
     return bundle.unpack(data, digest, home / "watch" / digest.removeprefix("sha256:"))
+
+
+def markdown(report: WatchReport) -> str:
+    """The report as Markdown (the Prefect artifact of a watch run)."""
+    rows = [
+        f"| {n.chip} | {n.pin} ({n.project}) | {n.pinned} | {n.newest or '-'} | {n.proposed or '-'} | {n.status} "
+        f"| {', '.join(b.rule for b in n.blocked_by) or '-'} |"
+        for n in report.pins
+    ]
+    head = "| chip | pin | pinned | newest | proposed | status | blocked by |\n|---|---|---|---|---|---|---|\n"
+    text = f"# upstream watch of {report.matrix}\n\nindex: {report.index}\n\n{head}" + "\n".join(rows) + "\n"
+    if report.projects:
+        text += "\n" + "\n".join(f"- {p.project}: newest {p.newest or 'not on the index'}" for p in report.projects)
+        text += "\n"
+    if report.patch:
+        state = "applied" if report.applied else "proposed, not applied"
+        text += f"\n## matrix patch ({state})\n\n```diff\n{report.patch}```\n"
+    for b in report.built:
+        text += f"\n- built {b.cell}: {b.status}" + (f" ({b.error.splitlines()[0]})" if b.error else "")
+    return text
 
 
 def apply(report: WatchReport) -> None:
