@@ -39,8 +39,9 @@ from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import BuildSettings
 
 Part = Literal["stack", "model"]
-# Pins that belong to a model, not to its chip's stack.
-MODEL_PINS = ("model",)
+# Pins that belong to the model image, not to its chip's stack (the launcher is rendered into the
+# model image: chips that differ only in it share one stack).
+MODEL_PINS = ("model", "launcher")
 
 
 def model_labels(cell: Cell, pin_map: dict[str, str], name: str) -> dict[str, str]:
