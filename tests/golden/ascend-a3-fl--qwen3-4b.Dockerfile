@@ -14,6 +14,7 @@ LABEL org.opencontainers.image.title="flagrelease-ascend-release-model_qwen3-4b-
       org.flagos.served-model-name="Qwen3-4B-ascend-flagos" \
       org.flagos.serve.port="9010" \
       org.flagos.weights.mount="/data/weights/Qwen3-4B" \
-      org.flagos.model="qwen3-4b"
+      org.flagos.model="qwen3-4b" \
+      org.flagos.launcher="vllm"
 EXPOSE 9010
 ENTRYPOINT ["python3", "/usr/local/bin/flagrelease-serve"]

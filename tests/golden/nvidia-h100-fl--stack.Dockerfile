@@ -61,7 +61,6 @@ LABEL org.opencontainers.image.title="flagrelease-nvidia-stack-tree_none-gems_5.
       org.flagos.flagtree="none" \
       org.flagos.flagcx="none" \
       org.flagos.engine="vllm" \
-      org.flagos.vllm-fl="0.1.0" \
-      org.flagos.launcher="vllm"
+      org.flagos.vllm-fl="0.1.0"
 WORKDIR /workspace
 STOPSIGNAL SIGTERM
