@@ -19,7 +19,7 @@ from packaging.version import Version
 from pydantic import BaseModel
 
 from flagrelease.compat import chip_facts, decide, facts_read
-from flagrelease.index_pins import IndexPin, ProjectFiles, index_pins, parse_version
+from flagrelease.index_pins import IndexPin, ProjectFiles, fits, index_pins, parse_version
 from flagrelease.schema import Cell, Chip, Rule
 
 # Releases newer than a pin that the search considers per pin, newest first (a pin whose
@@ -44,7 +44,9 @@ class PinNews(BaseModel):
     project: str
     key: str  # chips.<chip>.stack.<pin>
     pinned: str
-    newest: str | None = None  # newest release on the index (pre-releases per `watch.prereleases`)
+    # The newest release on the index that the chip's image can install (its python and platform;
+    # pre-releases per `watch.prereleases`).
+    newest: str | None = None
     proposed: str | None = None  # what the candidate moves the pin to, when it moves
     status: Status
     # Why the newest release is not the candidate's: the rules it breaks beside the others.
@@ -61,10 +63,12 @@ class Candidate(BaseModel):
     partial: bool = False
 
 
-def newer_releases(files: ProjectFiles, pinned: Version, prereleases: bool) -> list[str]:
-    """Releases after `pinned`, newest first; pre-releases only when asked for."""
+def newer_releases(files: ProjectFiles, pin: IndexPin, pinned: Version, prereleases: bool) -> list[str]:
+    """Releases after `pinned` with a file the pin's image can install (its python and platform),
+    newest first; pre-releases only when asked for."""
+    installable = {parse_version(f.version) for f in files.files if not f.yanked and fits(f, pin.python, pin.arch)}
     releases = files.releases()
-    newer = [v for v in releases if v > pinned and (prereleases or not v.is_prerelease)]
+    newer = [v for v in releases if v > pinned and v in installable and (prereleases or not v.is_prerelease)]
     return [releases[v] for v in sorted(newer, reverse=True)]
 
 
@@ -109,7 +113,7 @@ def _news(pin: IndexPin, files: ProjectFiles | None, prereleases: bool) -> tuple
     if pinned is None:
         row.status = "not-pep440"
         return row, []
-    newer = newer_releases(files, pinned, prereleases or pinned.is_prerelease)
+    newer = newer_releases(files, pin, pinned, prereleases or pinned.is_prerelease)
     row.newest = newer[0] if newer else None
     return row, newer
 
