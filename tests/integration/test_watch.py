@@ -151,3 +151,50 @@ def test_a_pinned_version_missing_from_the_index_stops_the_build_before_it(index
     assert f"flag-scale==0.8.1 is not on {index}" in error and "nearest to it: 0.8.0" in error
     assert "FLAGRELEASE_PIP_INDEX_URL" in error and "nothing was built" in error
     assert "building chip stack" not in proc.stderr
+
+
+def test_build_runs_the_candidate_through_the_release_path_and_applies_nothing_it_refused(
+    index, released, tmp_path_factory, tmp_path
+):
+    """--build --apply on a cpu-only matrix: the watched index has FlagScale 0.8.1 (a planted file),
+    the index the build installs from does not. The candidate runs through release-matrix from
+    the patched copy, stops where its stack would be built, and the patch is not written."""
+    watched = LocalIndex(tmp_path_factory.mktemp("watched-index"))
+    for version in ("0.8.0", "0.8.1"):
+        watched.publish("flag-scale", f"flag_scale-{version}-py3-none-any.whl")
+    directory = tmp_path / "m"
+    directory.mkdir()
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    data["matrix"] = {"chip": ["cpu"], "model": ["tiny-llama"]}
+    data["models"]["tiny-llama"]["bench"]["perf"] = None
+    for part in ("dockerfiles", "datasets", "baselines"):
+        (directory / part).symlink_to(ROOT / part)
+    (directory / "matrix.yaml").write_text(yaml.safe_dump(data))
+    before = (directory / "matrix.yaml").read_bytes()
+    home = tmp_path / "home"
+    with watched.serving() as watched_url:
+        proc = run_cli(
+            "watch",
+            "--matrix",
+            str(directory / "matrix.yaml"),
+            "--index",
+            watched_url,
+            "--build",
+            "--apply",
+            "--no-push",
+            "--json",
+            home=home,
+            extra_env={"FLAGRELEASE_PIP_INDEX_URL": index},
+        )
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    report = parse_json_stdout(proc)
+    assert report["candidates"][0]["changes"] == {"flagscale": ["0.8.0", "0.8.1"]}
+    [built] = report["built"]
+    assert built["cell"] == "tiny-llama--cpu" and built["status"] == "failed" and built["exit_code"] == 2
+    assert "flag-scale==0.8.1 is not on" in built["error"]
+    assert report["applied"] is False and (directory / "matrix.yaml").read_bytes() == before
+    # the candidate ran from the patched copy under FLAGRELEASE_HOME/watch, through the release path
+    [copy] = (home / "watch").glob("*/matrix.yaml")
+    assert "flagscale: 0.8.1" in copy.read_text()
+    [record] = (home / "results" / "tiny-llama--cpu").glob("*/release.json")
+    assert '"status": "failed"' in record.read_text()
