@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flagrelease.cli.common import JsonOpt, MatrixOpt, fail, out, print_error
-from flagrelease.errors import FlagReleaseError
+from flagrelease.errors import ConfigError, FlagReleaseError, excerpt
 from flagrelease.matrix import find_matrix, load_matrix
 from flagrelease.settings import load_settings
 
@@ -53,6 +53,12 @@ def watch_cmd(
         matrix_path = find_matrix(matrix)
         matrix_file = load_matrix(matrix_path)
         url = index or matrix_file.watch.index
+        if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+            raise ConfigError(
+                f"--index {excerpt(url)} is not an http(s) URL",
+                where="--index",
+                fix="give the simple index's URL, e.g. https://pypi.org/simple/",
+            )
         if build:
             os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
             os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -46,6 +46,7 @@ def index(tmp_path_factory):
 
 
 def matrix_copy(directory):
+    directory.mkdir()
     (directory / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text())
     for part in ("dockerfiles", "datasets", "baselines"):
         (directory / part).symlink_to(ROOT / part)

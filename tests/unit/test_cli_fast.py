@@ -25,6 +25,9 @@ def test_matrix_print_resolves_every_seed_row(tmp_path):
     assert a3["base_image"] == "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"
     assert a3["runtime"]["visible_devices_env"] == "ASCEND_RT_VISIBLE_DEVICES"
     assert a3["serve"]["serve"][0]["engine_args"]["served_model_name"] == "Qwen3-4B-ascend-flagos"
+    assert a3["launcher"]["name"] == "flagscale"
+    fl = next(c for c in plan if c["cell"] == "qwen3-4b x ascend-a3-fl")
+    assert fl["launcher"]["name"] == "vllm" and fl["launcher"]["sides"]["flaggems"]["VLLM_PLUGINS"] == "fl"
     assert all(cell["violations"] == [] for cell in plan)
     assert "prefect" not in proc.stderr.lower()
 
