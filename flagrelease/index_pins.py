@@ -10,6 +10,7 @@ decide whether a pinned version is there, installable for the image's Python and
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -136,8 +137,10 @@ def fits(f: IndexFile, python: str, arch: str) -> bool:
     return bool(tags & supported_tags(major_minor, WHEEL_ARCH[arch]))
 
 
+@functools.cache
 def supported_tags(python: tuple[int, ...], machine: str) -> frozenset[Tag]:
-    """Wheel tags a CPython `python` on glibc Linux `machine` accepts (packaging's own lists)."""
+    """Wheel tags a CPython `python` on glibc Linux `machine` accepts (packaging's own lists);
+    some thousands of them, so made once per python and machine."""
     platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(60, 4, -1)]
     platforms += [f"manylinux2014_{machine}", f"linux_{machine}"]
     if machine == "x86_64":
