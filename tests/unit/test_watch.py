@@ -116,3 +116,22 @@ def test_the_patch_edits_values_in_place_and_keeps_the_comments(tmp_path):
 def test_scalars_read_back_as_the_strings_they_are():
     for value in ("2.2", "0.23.0", "2.10", "1:0.7.0", "true", "0.23.0.post1"):
         assert yaml.safe_load(f"x: {scalar(value)}")["x"] == value
+
+
+def test_only_releases_the_image_can_install_are_candidates():
+    """An aarch64-only wheel is news for the arm64 A3 row, not for the amd64 H100 row."""
+    arm_only = ProjectFiles(
+        project="flag-gems",
+        files=[
+            IndexFile(filename="flag_gems-5.0.2.tar.gz", version="5.0.2", kind="sdist"),
+            IndexFile(filename="flag_gems-5.1.0-cp312-cp312-manylinux_2_28_aarch64.whl", version="5.1.0", kind="wheel"),
+        ],
+    )
+    a3, [candidate] = run("ascend-a3-fl", index(**{"flag-gems": arm_only}))
+    assert candidate.changes == {"flaggems": ("5.0.2", "5.1.0")}
+    releases = index(**{"flag-gems": arm_only}) | {
+        "torch": listing("torch", "2.11.0"),
+        "vllm": listing("vllm", "0.23.0"),
+    }
+    h100, candidates = run("nvidia-h100-fl", releases)
+    assert candidates == [] and h100["flaggems"].status == "current" and h100["flaggems"].newest is None
