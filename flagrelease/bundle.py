@@ -54,12 +54,13 @@ def files_of(matrix: MatrixFile, models: Iterable[str]) -> dict[str, Path]:
     return members
 
 
-def pack(matrix: MatrixFile, models: Iterable[str]) -> tuple[bytes, str]:
-    """A reproducible tar of the bundle (sorted, no owners or times) and its digest."""
+def pack(matrix: MatrixFile, models: Iterable[str], *, matrix_text: bytes | None = None) -> tuple[bytes, str]:
+    """A reproducible tar of the bundle (sorted, no owners or times) and its digest.
+    `matrix_text`: the matrix file's content instead of what is on disk (a proposed patch)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, path in sorted(files_of(matrix, models).items()):
-            data = path.read_bytes()
+            data = matrix_text if name == MATRIX_NAME and matrix_text is not None else path.read_bytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))

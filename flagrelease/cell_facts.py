@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flagrelease.schema import NONE, Cell, Chip
+from flagrelease.schema import NONE, Cell, Chip, Launcher, Side
 
 # Where FlagScale writes its run outputs inside the container.
 CONTAINER_EXP_DIR = "/workspace/outputs"
@@ -16,6 +16,9 @@ CONTAINER_EXP_DIR = "/workspace/outputs"
 SERVE_CONF = "/workspace/serve/conf"
 # FlagScale 0.8 accepts only these serve ids; llama.cpp runs under the vLLM one.
 SERVE_IDS = {"vllm": "vllm_model", "llama_cpp": "vllm_model", "sglang": "sglang_model"}
+# Where the model image holds the rendered launcher (dockerfiles/launchers/<name>.json.j2).
+LAUNCH_SPEC = "/workspace/serve/launch.json"
+DEFAULT_LAUNCHER = Launcher().name
 
 
 def pins(cell: Cell) -> dict[str, str]:
@@ -45,8 +48,13 @@ def chip_pins(chip_id: str, chip: Chip) -> dict[str, str]:
         "flagcx": stack.flagcx,
         "engine": stack.engine,
     }
+    # Added with the vllm-plugin-FL stacks: present only where set, so that the labels of the
+    # stacks released before (FlagScale-launched, no plugin) stay as they were.
+    later = {"vllm_fl": stack.vllm_fl} if stack.vllm_fl != NONE else {}
+    if stack.launcher.name != DEFAULT_LAUNCHER:
+        later["launcher"] = stack.launcher.name
     extra = {"pkg_" + name.replace("-", "_").replace(".", "_"): v for name, v in stack.packages.items()}
-    return core | extra
+    return core | later | extra
 
 
 def pin_labels(pin_map: dict[str, str]) -> dict[str, str]:
@@ -92,6 +100,30 @@ def serve_config(cell: Cell) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "hydra": {"run": {"dir": "${experiment.exp_dir}/hydra"}},
     }
     return experiment, [entry]
+
+
+def serve_args(cell: Cell) -> dict[str, Any]:
+    """The engine's arguments as FlagScale would pass them: the common ones, the model's, then
+    the engine's own extras (a launcher that runs the engine itself renders them as flags)."""
+    [entry] = serve_config(cell)[1]
+    return dict(entry["engine_args"]) | dict(entry.get("engine_args_specific", {}).get(cell.chip.stack.engine, {}))
+
+
+def cli_flags(args: dict[str, Any]) -> list[str]:
+    """FlagScale's rule for `vllm serve` flags: `_` -> `-`, true -> a bare flag, false -> dropped."""
+    flags: list[str] = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return flags
+
+
+def side_env(cell: Cell, side: Side) -> dict[str, str]:
+    """The environment the chip's launcher declares for one side of the comparison."""
+    return dict(cell.chip.stack.launcher.sides[side])
 
 
 def _before_start(cell: Cell) -> dict[str, Any]:

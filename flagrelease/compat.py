@@ -35,10 +35,11 @@ class Violation(BaseModel):
 
 
 def facts(cell: Cell) -> dict[str, str]:
-    return _chip_facts(cell.chip_id, cell.chip) | {"model.id": cell.model_id}
+    return chip_facts(cell.chip_id, cell.chip) | {"model.id": cell.model_id}
 
 
-def _chip_facts(chip_id: str, chip: Chip) -> dict[str, str]:
+def chip_facts(chip_id: str, chip: Chip) -> dict[str, str]:
+    """The facts rules read about a chip (all but `model.id`)."""
     stack = chip.stack
     values = {
         "chip.id": chip_id,
@@ -52,10 +53,11 @@ def _chip_facts(chip_id: str, chip: Chip) -> dict[str, str]:
         "base.image": chip.base.image,
         "runtime.visible_devices_env": chip.runtime.visible_devices_env or "none",
     }
-    return values | {name: getattr(stack, name.removeprefix("stack.")) for name in _STACK_FACTS}
+    pins = {name: getattr(stack, name.removeprefix("stack.")) for name in _STACK_PINS}
+    return values | pins | {"stack.launcher": stack.launcher.name}
 
 
-_STACK_FACTS = [name for name in FACT_NAMES if name.startswith("stack.")]
+_STACK_PINS = [name for name in FACT_NAMES if name.startswith("stack.") and name != "stack.launcher"]
 
 
 def matches(value: str, pattern: str) -> bool:
@@ -94,7 +96,7 @@ class Checker:
 
     def __init__(self, rules: list[Rule]):
         self.rules = rules
-        self._reads = [_facts_read(rule) for rule in rules]
+        self._reads = [facts_read(rule) for rule in rules]
         self._per_model = [n for n, reads in enumerate(self._reads) if "model.id" in reads]
         self._per_chip = [n for n, reads in enumerate(self._reads) if "model.id" not in reads]
         self._decided: dict[tuple[int, tuple[str, ...]], str | None] = {}
@@ -107,7 +109,7 @@ class Checker:
         key = (id(cell.chip), cell.chip_id)
         known = self._chips.get(key)
         if known is None:
-            values = _chip_facts(cell.chip_id, cell.chip)
+            values = chip_facts(cell.chip_id, cell.chip)
             broken = [(n, d) for n in self._per_chip if (d := self._decide(n, values))]
             known = self._chips[key] = (cell.chip, values, broken)
         broken = known[2]
@@ -122,7 +124,7 @@ class Checker:
     def _decide(self, number: int, values: dict[str, str]) -> str | None:
         decision = (number, tuple(values[name] for name in self._reads[number]))
         if decision not in self._decided:
-            self._decided[decision] = _decide(self.rules[number], values)
+            self._decided[decision] = decide(self.rules[number], values)
         return self._decided[decision]
 
 
@@ -130,14 +132,14 @@ def check_cell(cell: Cell, rules: list[Rule]) -> list[Violation]:
     return Checker(rules).check(cell)
 
 
-def _facts_read(rule: Rule) -> tuple[str, ...]:
+def facts_read(rule: Rule) -> tuple[str, ...]:
     req = rule.require
     names = [*rule.when, req.field, req.same_release_as, req.by]
     names += [name for name, _ in PLACEHOLDER.findall(req.contains or "")]
     return tuple(dict.fromkeys(n for n in names if n is not None))
 
 
-def _decide(rule: Rule, values: dict[str, str]) -> str | None:
+def decide(rule: Rule, values: dict[str, str]) -> str | None:
     """Why the rule is broken by these facts, or None when it holds (or does not apply)."""
     if not all(_any(values[name], pattern) for name, pattern in rule.when.items()):
         return None

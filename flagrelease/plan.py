@@ -1,5 +1,5 @@
 """The fully resolved plan of a selection, as `docker buildx bake --print` shows one:
-every cell with its pins, image name, base, template, runtime and serve config."""
+every cell with its pins, image name, base, template, runtime, serve config and launcher."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ def _chip_plan(chip_id: str, chip: Chip, matrix: MatrixFile, build: BuildSetting
             "gpus": runtime.gpus,
             "shm_size": runtime.shm_size,
         },
+        # How the image serves and switches its sides (the command is rendered with the image).
+        "launcher": chip.stack.launcher.model_dump(),
     }
 
 
@@ -74,5 +76,6 @@ def _cell_plan(
         "pins": {"model": cell.model_id} | chip_plan["pins"],
         "runtime": chip_plan["runtime"] | {"weights_mount": cell.weights_mount},
         "serve": {"experiment": experiment, "serve": serve_list},
+        "launcher": chip_plan["launcher"],
         "violations": [v.model_dump() for v in checker.check(cell)],
     }

@@ -165,6 +165,8 @@ class FlagGemsRecord(BaseModel):
 class SideResult(BaseModel):
     side: str
     use_flaggems: bool
+    # The environment the chip's launcher declared for this side (what switched FlagOS on or off).
+    env: dict[str, str] = {}
     ready_seconds: float
     perf: list[PerfResult]  # per level, the median-throughput repeat
     perf_repeats: list[list[PerfResult]] = []  # every repeat as measured; stored as perf-<side>.json

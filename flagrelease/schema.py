@@ -95,6 +95,43 @@ class Runtime(Strict):
     shm_size: Annotated[str, StringConstraints(pattern=r"^[0-9]+[bkmg]?$")] | None = None
 
 
+Side = Literal["native", "flaggems"]
+SIDES: tuple[Side, Side] = ("native", "flaggems")
+# Pins a chip may install from the package index (PyPI, or FLAGRELEASE_PIP_INDEX_URL).
+IndexPin = Literal[
+    "torch", "torch_npu", "vllm", "vllm_plugin", "vllm_fl", "flaggems", "flagscale", "flagtree", "flagcx"
+]
+# A project name on a package index (PEP 503 normalises case and `_.` to `-`).
+ProjectName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")]
+
+
+class Launcher(Strict):
+    """How the image starts its serve stack, and how the two sides of a comparison are switched.
+
+    `name` picks dockerfiles/launchers/<name>.json.j2, which renders the command into the model
+    image (serve/launch.json); the image's entrypoint runs it. `sides` is the environment each
+    side runs with: the bench starts the same image once per side with FLAGRELEASE_SIDE set,
+    and the entrypoint gives the engine exactly that side's variables (a variable only the
+    other side declares is removed). The default is FlagScale 0.8's switch, USE_FLAGGEMS.
+    """
+
+    name: Ident = "flagscale"
+    sides: dict[Side, dict[EnvName, SafeValue]] = {
+        "native": {"USE_FLAGGEMS": "false"},
+        "flaggems": {"USE_FLAGGEMS": "true"},
+    }
+
+    @field_validator("sides")
+    @classmethod
+    def _both_sides(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        missing = [side for side in SIDES if side not in v]
+        if missing:
+            raise ValueError(f"declare the environment of both sides (native and flaggems); missing: {missing}")
+        if v["native"] == v["flaggems"]:
+            raise ValueError("both sides declare the same environment: nothing would switch FlagOS on")
+        return v
+
+
 class Stack(Strict):
     """Pinned software of the image; `none` where a component is absent."""
 
@@ -107,9 +144,16 @@ class Stack(Strict):
     flagscale: Version = NONE
     flagtree: Version = NONE
     flagcx: Version = NONE
+    # vllm-plugin-FL (`vllm_fl`), the vLLM platform plugin through which current FlagOS stacks serve.
+    vllm_fl: Version = NONE
     engine: Literal["vllm", "sglang", "llama_cpp"]
+    launcher: Launcher = Launcher()
     # Where a FlagOS component comes from when not PyPI (FlagGems 2.x is not published there).
-    sources: dict[Literal["flaggems", "flagscale", "flagtree", "flagcx"], GitSource] = {}
+    sources: dict[Literal["flaggems", "flagscale", "flagtree", "flagcx", "vllm_fl"], GitSource] = {}
+    # Pins the image installs from the package index, pin -> project name: preflight checks that
+    # each pinned version is there before a stack is built, and `flagrelease watch` looks for
+    # newer ones. A pin that is `none` or comes from `sources` is not looked up.
+    from_index: dict[IndexPin, ProjectName] = {}
     packages: dict[Ident, PackageVersion] = Field(default_factory=dict, description="extra pinned apt/pip packages")
     # Where the serve stack has FlagGems record the operators it serves (flag_gems.enable(record=True,
     # path=...)): FlagScale 0.8's vLLM backend writes this path; the image points vllm-plugin-FL's
@@ -406,7 +450,9 @@ FACT_NAMES = (
     "stack.flagscale",
     "stack.flagtree",
     "stack.flagcx",
+    "stack.vllm_fl",
     "stack.engine",
+    "stack.launcher",
 )
 
 
@@ -539,14 +585,12 @@ class ReleaseDefaults(Strict):
     aliases: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_{}][A-Za-z0-9_.{}-]{0,127}$")]] = ["latest"]
 
 
-class Schedule(Strict):
-    """A scheduled run of the whole matrix (the `release-matrix` deployment), as Prefect cron."""
+class CronSchedule(Strict):
+    """When a deployment runs, as Prefect cron."""
 
     name: Ident
     cron: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9*/,?#LW -]{9,100}$")]
     timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+/-]{1,64}$")] = "UTC"
-    # Rebuild and re-measure even unchanged cells (a weekly rebuild picks up base image fixes).
-    force: bool = False
 
     @field_validator("cron")
     @classmethod
@@ -568,6 +612,44 @@ class Schedule(Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{v!r} is not an IANA time zone (e.g. UTC, Asia/Shanghai)") from None
         return v
+
+
+class Schedule(CronSchedule):
+    """A scheduled run of the whole matrix (the `release-matrix` deployment)."""
+
+    # Rebuild and re-measure even unchanged cells (a weekly rebuild picks up base image fixes).
+    force: bool = False
+
+
+class WatchSchedule(CronSchedule):
+    """A scheduled `flagrelease watch` (the `watch-upstream` deployment); it never applies its patch."""
+
+    # Run the proposed cells through the release path too (push only after their gate passed).
+    build: bool = False
+
+
+def _unique_schedule_names(v: list[Any]) -> list[Any]:
+    names = [s.name for s in v]
+    if len(set(names)) != len(names):
+        raise ValueError(f"schedule names must be unique, got {names}")
+    return v
+
+
+class Watch(Strict):
+    """`flagrelease watch`: where new upstream releases are looked for, and when."""
+
+    # A PEP 503 / PEP 691 simple index; `--index` or FLAGRELEASE_INDEX_URL override it.
+    index: Url = "https://pypi.org/simple/"
+    # Projects reported beside the chips' `stack.from_index` pins (no cell pins them yet).
+    projects: list[ProjectName] = []
+    # Consider pre-releases (rc, dev) as candidates; a pin that is one is always compared.
+    prereleases: bool = False
+    schedules: list[WatchSchedule] = []
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_names(cls, v: list[WatchSchedule]) -> list[WatchSchedule]:
+        return _unique_schedule_names(v)
 
 
 class Fleet(Strict):
@@ -593,10 +675,7 @@ class Fleet(Strict):
     @field_validator("schedules")
     @classmethod
     def _unique_names(cls, v: list[Schedule]) -> list[Schedule]:
-        names = [s.name for s in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"schedule names must be unique, got {names}")
-        return v
+        return _unique_schedule_names(v)
 
 
 class MatrixFile(BaseModel):
@@ -604,6 +683,7 @@ class MatrixFile(BaseModel):
 
     release: ReleaseDefaults = ReleaseDefaults()
     fleet: Fleet = Fleet()
+    watch: Watch = Watch()
     chips: dict[Ident, Chip]
     models: dict[Ident, Model]
     matrix: MatrixAxes

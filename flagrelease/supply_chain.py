@@ -42,6 +42,7 @@ PIN_PACKAGES: dict[str, tuple[Ecosystem, str]] = {
     "flaggems": ("pypi", "flag-gems"),
     "torch": ("pypi", "torch"),
     "torch_npu": ("pypi", "torch-npu"),
+    "vllm_fl": ("pypi", "vllm-fl"),  # vllm-plugin-FL (0.1.0+vllm0.23.0 is the pin 0.1.0)
 }
 ENGINE_PINS: dict[str, str] = {"vllm": "vllm", "llama_cpp": "pkg_llama_cpp_tools"}
 ENGINE_PACKAGES: dict[str, tuple[Ecosystem, str]] = {"vllm": ("pypi", "vllm")}

@@ -38,6 +38,7 @@ from flagrelease.schema import MatrixFile
 CELL_LIMIT = "flagrelease-cells"
 CELL_DEPLOYMENT = "release-cell"
 MATRIX_DEPLOYMENT = "release-matrix"
+WATCH_DEPLOYMENT = "watch-upstream"
 
 
 def api_url() -> str | None:
@@ -145,6 +146,7 @@ def register(matrix: MatrixFile, pools: dict[str, list[str]], registry: str | No
     Idempotent: deployments are created or updated by name."""
     from flows.release_cell import release_cell
     from flows.release_matrix import release_matrix
+    from flows.watch_upstream import watch_upstream
 
     fleet = matrix.fleet
     if fleet.orchestrator_pool in pools:
@@ -190,15 +192,39 @@ def register(matrix: MatrixFile, pools: dict[str, list[str]], registry: str | No
     )
     name = f"{MATRIX_DEPLOYMENT}/{Path(matrix.source).stem}"
     done[f"deployment {name}"] = str(deployment.apply())
-    # Prefect upserts schedules by slug but never drops one: prune those matrix.yaml dropped.
-    wanted = {s.name for s in fleet.schedules}
+    done |= _prune_schedules(name, {s.name for s in fleet.schedules})
+    # The upstream watch: scheduled runs report and may build candidates; they never apply.
+    watch = matrix.watch
+    deployment = cast(
+        RunnerDeployment,
+        watch_upstream.to_deployment(
+            name=Path(matrix.source).stem,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            work_pool_name=fleet.orchestrator_pool,
+            parameters={"matrix": str(matrix.source), "index": watch.index, "registry": registry},
+            schedules=[
+                Cron(s.cron, timezone=s.timezone, slug=s.name, parameters={"build": s.build}) for s in watch.schedules
+            ],
+            tags=["flagrelease"],
+            description=f"FlagRelease upstream watch of {matrix.source}",
+        ),
+    )
+    name = f"{WATCH_DEPLOYMENT}/{Path(matrix.source).stem}"
+    done[f"deployment {name}"] = str(deployment.apply())
+    done |= _prune_schedules(name, {s.name for s in watch.schedules})
+    return done
+
+
+def _prune_schedules(deployment: str, wanted: set[str]) -> dict[str, str]:
+    """Prefect upserts schedules by slug but never drops one: remove those matrix.yaml dropped."""
+    removed = {}
     with get_client(sync_client=True) as client:
-        registered = client.read_deployment_by_name(name)
+        registered = client.read_deployment_by_name(deployment)
         for schedule in registered.schedules:
             if schedule.slug not in wanted:
                 client.delete_deployment_schedule(deployment_id=registered.id, schedule_id=schedule.id)
-                done[f"schedule {schedule.slug}"] = "removed"
-    return done
+                removed[f"schedule {deployment} {schedule.slug}"] = "removed"
+    return removed
 
 
 def check_deployed(pools: set[str]) -> None:

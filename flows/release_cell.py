@@ -74,7 +74,7 @@ from flagrelease.steps import (
     smoke,
     weights,
 )
-from flagrelease.steps.preflight import preflight
+from flagrelease.steps.preflight import check_index_pins, preflight
 from flagrelease.supply_chain import SBOM_KIND, Attestation
 from flows import fleet, stopping
 from flows.console_logging import hide_handled_failures
@@ -154,8 +154,18 @@ def resume_task(cell: Cell, record: ReleaseRecord, settings: Settings, tag: str)
 
 @task(name="stack", cache_policy=NO_CACHE)
 def stack_task(
-    cell: Cell, ctx: BuildContext, base: BaseImageResult, settings: Settings, namespace: str, registry: str | None
+    cell: Cell,
+    matrix: MatrixFile,
+    ctx: BuildContext,
+    base: BaseImageResult,
+    settings: Settings,
+    namespace: str,
+    registry: str | None,
 ) -> StackImage:
+    def pins_on_index() -> None:
+        _log(f"preflight: the pins {cell.chip_id} installs from the package index")
+        check_index_pins(cell, matrix, settings.build)
+
     return build.ensure_stack(
         docker_engine.connect(),
         cell,
@@ -165,6 +175,7 @@ def stack_task(
         repository=naming.full_repository(None, namespace, ctx.stack.repository_name),
         registry=registry,
         on_line=_log,
+        before_build=pins_on_index,
     )
 
 
@@ -452,7 +463,7 @@ def release_cell(
                 if not force:
                     resume_task(cell, record, settings, tag)
                 with _timed(record, "stack"):
-                    record.stack = stack_task(cell, ctx, record.base, settings, namespace, registry_addr)
+                    record.stack = stack_task(cell, matrix_file, ctx, record.base, settings, namespace, registry_addr)
                 if record.image is None:
                     with _timed(record, "build"):
                         record.image = build_task(cell, ctx, record.stack, settings, repository, tag, key, force)

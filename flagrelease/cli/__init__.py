@@ -18,6 +18,7 @@ from flagrelease.cli.matrix import matrix_cmd, render, weights
 from flagrelease.cli.release import build, release
 from flagrelease.cli.releases import card, releases_app
 from flagrelease.cli.verify import verify
+from flagrelease.cli.watch import watch_cmd
 
 app = typer.Typer(
     help="Release pipeline for the FlagOS stack: chip x model matrix -> tested, published images.\n\n"
@@ -39,6 +40,7 @@ app.add_typer(releases_app, name="releases")
 app.command()(card)
 app.command()(verify)
 app.command()(catalog)
+app.command("watch")(watch_cmd)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Bench step: serve the image as each side of the comparison and measure it.
 
-The same image serves both sides, as FlagRelease does: `native` with
-USE_FLAGGEMS=false and `flaggems` with USE_FLAGGEMS=true, on the same host
+The same image serves both sides, as FlagRelease does: `native` and `flaggems`, each with
+the environment the chip's launcher declares for it (USE_FLAGGEMS=false/true under
+FlagScale; VLLM_PLUGINS, USE_FLAGGEMS, VLLM_FL_* under vllm-plugin-FL), on the same host
 with the same prompts, so their ratio is measured in one run.
 """
 
@@ -12,21 +13,18 @@ import statistics
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Literal
 
-from flagrelease.cell_facts import served_name
+from flagrelease.cell_facts import served_name, side_env
 from flagrelease.errors import ServiceError
 from flagrelease.perf_metrics import PerfResult
 from flagrelease.results import AccuracyResult, FlagGemsRecord, SideResult
-from flagrelease.schema import Cell, MatrixFile, PerfPlan
+from flagrelease.schema import SIDES, Cell, MatrixFile, PerfPlan, Side
 from flagrelease.steps import accuracy, flaggems_evidence, loadgen
 from flagrelease.steps.gate import perf_undecided
 from flagrelease.steps.smoke import NotReady, run_options, serving
 
-# The flaggems side always runs; without FlagGems in the stack it only flips
-# USE_FLAGGEMS, and the record says so (`flaggems_installed`).
-Side = Literal["native", "flaggems"]
-SIDES: tuple[Side, Side] = ("native", "flaggems")
+# The flaggems side always runs; without FlagGems in the stack it only switches the
+# environment, and the record says so (`flaggems_installed`).
 # Seeds of the sizing windows: apart from the pairs' (1000 * pair + level), so none repeats their prompts.
 SIZING_SEED = 10**6
 
@@ -112,7 +110,7 @@ def measure_sides(
         return found
 
     def serve(stack: ExitStack, side: Side) -> tuple[str, float]:
-        options = run_options(cell, weights_dir, use_flaggems=side == "flaggems", cpus=plan.side_cpus.get(side))
+        options = run_options(cell, weights_dir, side=side, cpus=plan.side_cpus.get(side))
         base_url, container, ready_s = stack.enter_context(
             serving(
                 client,
@@ -153,7 +151,8 @@ def measure_sides(
                         for side in SIDES if pair % 2 == 0 else SIDES[::-1]:
                             window(side, urls[side][0], index, pair)
                 for side in SIDES:
-                    results[side] = _side(side, urls[side][1], windows[side], scores(side, urls[side][0]), started)
+                    url, ready_s = urls[side]
+                    results[side] = _side(cell, side, ready_s, windows[side], scores(side, url), started)
         else:
             for side in SIDES:
                 with ExitStack() as stack:
@@ -161,7 +160,7 @@ def measure_sides(
                     for index in range(len(levels)):
                         for pair in pairs:
                             window(side, base_url, index, pair)
-                    results[side] = _side(side, ready_s, windows[side], scores(side, base_url), started)
+                    results[side] = _side(cell, side, ready_s, windows[side], scores(side, base_url), started)
     except NotReady as err:
         raise ServiceError(
             f"serve stack not ready for benchmarking: {err.problem}\n" + "\n".join(err.log.splitlines()[-20:])
@@ -178,10 +177,13 @@ def window_prompts(perf: PerfPlan, earlier: list[PerfResult]) -> int:
     return min(perf.max_prompts, max(perf.num_prompts, math.ceil(perf.window_s * rate)))
 
 
-def _side(side: str, ready_s: float, repeats: list[list[PerfResult]], scores: dict, started: float) -> SideResult:
+def _side(
+    cell: Cell, side: Side, ready_s: float, repeats: list[list[PerfResult]], scores: dict, started: float
+) -> SideResult:
     return SideResult(
         side=side,
         use_flaggems=side == "flaggems",
+        env=side_env(cell, side),
         ready_seconds=ready_s,
         perf=median_levels(repeats),
         perf_repeats=repeats,

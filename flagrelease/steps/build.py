@@ -16,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,10 +72,12 @@ def ensure_stack(
     registry: str | None,
     now: datetime | None = None,
     on_line=print,
+    before_build: Callable[[], None] | None = None,
 ) -> StackImage:
     """The chip-stack image of `ctx`, by its key: local, else pulled from `registry`, else built.
 
-    `repository` is the stack's name without the registry host.
+    `repository` is the stack's name without the registry host. `before_build` runs only when
+    the stack is to be built (the preflight of what the build will install).
     """
     started = time.monotonic()
     key = stack_key(ctx, base)
@@ -91,6 +94,8 @@ def ensure_stack(
         pulled = _pull_stack(client, registry, repository, key, on_line)
         if pulled:
             return found(pulled, "pulled")
+    if before_build is not None:
+        before_build()
     on_line(f"building chip stack {key[:12]} ({ctx.stack.repository_name})")
     labels = build_labels(ctx.stack.context_hash, now or datetime.now(UTC)) | {
         STACK_KEY_LABEL: key,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,17 +18,30 @@ from typing import Literal
 
 import jinja2
 import yaml
+from pydantic import ValidationError
 
-from flagrelease.cell_facts import flaggems_installed, pin_labels, pins, serve_config, serve_port, served_name
+from flagrelease.cell_facts import (
+    SERVE_CONF,
+    cli_flags,
+    flaggems_installed,
+    pin_labels,
+    pins,
+    serve_args,
+    serve_config,
+    serve_port,
+    served_name,
+)
 from flagrelease.errors import ConfigError, ServiceError
+from flagrelease.launch_spec import LaunchSpec, RenderedCommand
 from flagrelease.naming import base_reference, repository_name, stack_repository_name
 from flagrelease.results import BuildContext, ImageContext
 from flagrelease.schema import Cell, MatrixFile
 from flagrelease.settings import BuildSettings
 
 Part = Literal["stack", "model"]
-# Pins that belong to a model, not to its chip's stack.
-MODEL_PINS = ("model",)
+# Pins that belong to the model image, not to its chip's stack (the launcher is rendered into the
+# model image: chips that differ only in it share one stack).
+MODEL_PINS = ("model", "launcher")
 
 
 def model_labels(cell: Cell, pin_map: dict[str, str], name: str) -> dict[str, str]:
@@ -100,6 +114,51 @@ def render_dockerfile(
     return text, labels, base
 
 
+LAUNCHERS = "launchers"
+
+
+def render_launcher(cell: Cell, matrix: MatrixFile) -> LaunchSpec:
+    """The launcher of the cell's stack: its template's command, and the sides' environment."""
+    launcher = cell.chip.stack.launcher
+    template = f"{LAUNCHERS}/{launcher.name}.json.j2"
+    where = f"{matrix.source}: chips.{cell.chip_id}.stack.launcher.name"
+    env = _environment(matrix.dockerfiles)
+
+    def flags(args: dict, skip: list[str] = []) -> list[str]:  # noqa: B006 (read only)
+        return cli_flags({k: v for k, v in args.items() if k not in skip})
+
+    try:
+        text = env.get_template(template).render(
+            cell=cell,
+            stack=cell.chip.stack,
+            launcher=launcher,
+            args=serve_args(cell),
+            flags=flags,
+            serve_yaml=f"{SERVE_CONF}/serve.yaml",
+        )
+        rendered = RenderedCommand.model_validate(json.loads(text))
+    except jinja2.TemplateNotFound:
+        known = sorted(p.name.removesuffix(".json.j2") for p in (matrix.dockerfiles / LAUNCHERS).glob("*.json.j2"))
+        raise ConfigError(
+            f"launcher {launcher.name!r} has no template {matrix.dockerfiles / template}",
+            where=where,
+            fix=f"use one of: {', '.join(known)}, or add the template",
+        ) from None
+    except jinja2.UndefinedError as err:
+        raise ConfigError(
+            f"launcher template {template} needs a value the cell does not define: {err.message}",
+            where=where,
+            fix=f"add the engine argument to models.{cell.model_id}.serve, or use another launcher",
+        ) from None
+    except (ValueError, ValidationError) as err:  # not JSON, or not a command
+        raise ConfigError(
+            f"launcher template {template} did not render a command: {str(err).splitlines()[0][:200]}",
+            where=str(matrix.dockerfiles / template),
+            fix='render {"mode": "flagscale" | "foreground", "command": ["word", ...]}',
+        ) from None
+    return LaunchSpec(**rendered.model_dump(), launcher=launcher.name, sides=launcher.sides)
+
+
 # Marks a directory as a render of ours, so the next render may replace it. Constant text,
 # outside `files` and the context hash: a context hashes the same wherever it was written.
 MARKER = ".flagrelease-render"
@@ -120,6 +179,7 @@ def render_context(
     stack_text, stack_label_map, base = render_dockerfile(cell, matrix, build, "stack")
     model_text, model_labels, _ = render_dockerfile(cell, matrix, build, "model")
     experiment, serve_list = (yaml.safe_dump(doc, sort_keys=False) for doc in serve_config(cell))
+    launch = render_launcher(cell, matrix).model_dump_json(indent=2) + "\n"
     staging: Path | None = None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +193,7 @@ def render_context(
         (staging / "model/Dockerfile").write_text(model_text)
         (staging / "model/serve/conf/serve.yaml").write_text(experiment)
         (staging / f"model/serve/conf/serve/{cell.model_id}.yaml").write_text(serve_list)
+        (staging / "model/serve/launch.json").write_text(launch)
         (staging / MARKER).write_text(MARKER_TEXT)  # beside the contexts, in neither of them
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -21,9 +21,13 @@ from flagrelease.adapters import docker_engine
 from flagrelease.adapters.serve_client import ServeClient
 from flagrelease.cell_facts import served_name
 from flagrelease.results import SmokeResult
-from flagrelease.schema import Cell
+from flagrelease.schema import Cell, Side
 
 SMOKE_PROMPT = [{"role": "user", "content": "Say hello in one word."}]
+
+
+# Read by the image's entrypoint (dockerfiles/files/flagrelease-serve.py).
+SIDE_ENV = "FLAGRELEASE_SIDE"
 
 
 class RunOptions(BaseModel):
@@ -40,17 +44,21 @@ def run_options(
     cell: Cell,
     weights_dir: Path,
     *,
-    use_flaggems: bool | None = None,
+    side: Side | None = None,
     visible_devices: str = "0",
     cpus: float | None = None,
 ) -> RunOptions:
-    """`docker run` options from the chip's runtime block and the model's weights mount."""
+    """`docker run` options from the chip's runtime block and the model's weights mount.
+
+    `side`: start that side of the comparison. The image's entrypoint gives the engine the
+    environment the chip's launcher declares for it (matrix.yaml, rendered into the image);
+    no side: the image's own defaults."""
     runtime = cell.chip.runtime
     env = dict(runtime.env)
     if runtime.visible_devices_env:
         env[runtime.visible_devices_env] = visible_devices
-    if use_flaggems is not None:
-        env["USE_FLAGGEMS"] = "true" if use_flaggems else "false"
+    if side is not None:
+        env[SIDE_ENV] = side
     volumes = {str(weights_dir.resolve()): {"bind": cell.weights_mount, "mode": "ro"}}
     for mount in runtime.mounts:
         volumes[mount.source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}

@@ -101,11 +101,25 @@ def test_deploy_registers_pools_limits_deployments_and_schedules_idempotently(fl
     with api_client(fleet_env) as client:
         names = sorted(f"{d.name}@{d.work_pool_name}" for d in client.read_deployments())
         matrix_run = client.read_deployment_by_name("release-matrix/matrix")
+        watch_run = client.read_deployment_by_name("watch-upstream/matrix")
         pools = {p.name: p for p in client.read_work_pools()}
         limit = client.read_global_concurrency_limit_by_name("flagrelease-cells")
     assert names == sorted(
-        [f"{POOL_A}@{POOL_A}", f"{POOL_B}@{POOL_B}", f"{POOL_IDLE}@{POOL_IDLE}", "matrix@flagrelease-test-orchestrator"]
+        [
+            f"{POOL_A}@{POOL_A}",
+            f"{POOL_B}@{POOL_B}",
+            f"{POOL_IDLE}@{POOL_IDLE}",
+            "matrix@flagrelease-test-orchestrator",  # release-matrix
+            "matrix@flagrelease-test-orchestrator",  # watch-upstream
+        ]
     )
+    [watch_schedule] = watch_run.schedules
+    assert (watch_schedule.slug, watch_schedule.schedule.cron) == ("daily-watch", "0 6 * * *")
+    assert watch_run.parameters == {
+        "matrix": str(matrix),
+        "index": "https://pypi.org/simple/",
+        "registry": registry.address,
+    }
     [schedule] = matrix_run.schedules
     assert (schedule.slug, schedule.schedule.cron, schedule.schedule.timezone) == (
         "nightly",

@@ -3,9 +3,10 @@ locally made stand-in of the CANN base carrying the real base's name.
 
 The stand-in is Debian bookworm with Python 3.11, so pins are relaxed for it: the
 platform (this host's amd64 instead of the A3's arm64), python (3.11 instead of
-3.11.11), and FlagGems from PyPI (4.2.0: the row's v2.2 comes from GitHub, which
-this machine cannot reach). The chip stack's last stage needs the CANN toolkit and is
-not built here.
+3.11.11 or 3.12), and what comes from GitHub, which this machine cannot reach: the
+reference row's FlagGems v2.2 is installed from PyPI as 4.2.0, and the current line's
+vllm-plugin-FL (its git tag) is left out; its FlagGems 5.0.2 is PyPI's own. The chip
+stack's last stage needs the CANN toolkit and is not built here.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_ascend_flagos_stage_builds_on_a_standin_base(docker_client, tmp_path):
+# chip -> (pins relaxed for the stand-in, what `pip show` must then find in the flagos stage)
+ROWS = {
+    "ascend-a3": ({"flaggems": "4.2.0", "sources": {}}, {"flag-scale": "0.8.0", "flag-gems": "4.2.0"}),
+    "ascend-a3-fl": ({"vllm_fl": "none", "sources": {}}, {"flag-gems": "5.0.2"}),
+    "ascend-a2-fl": ({"vllm_fl": "none", "sources": {}}, {"flag-gems": "5.0.2"}),
+}
+
+
+@pytest.mark.parametrize("chip_id", list(ROWS))
+def test_ascend_flagos_stage_builds_on_a_standin_base(chip_id, docker_client, tmp_path):
+    relaxed, expected = ROWS[chip_id]
     matrix = load_matrix(ROOT / "matrix.yaml")
-    real = select(matrix, chip="ascend-a3", model="qwen3-4b")[0]
+    real = select(matrix, chip=chip_id, model="qwen3-4b")[0]
     chip = Chip.model_validate(deep_merge(real.chip.model_dump(), {"arch": "amd64", "stack": {"python": "3.11"}}))
-    chip = chip.model_copy(update={"stack": chip.stack.model_copy(update={"flaggems": "4.2.0", "sources": {}})})
+    chip = chip.model_copy(update={"stack": chip.stack.model_copy(update=relaxed)})
     cell = real.model_copy(update={"chip": chip})
     settings = load_settings()
     ctx = render_context(cell, matrix, settings.build, tmp_path / "ctx")
@@ -46,16 +57,17 @@ def test_ascend_flagos_stage_builds_on_a_standin_base(docker_client, tmp_path):
     image = docker_engine.build(
         settings.build.docker_cli,
         ctx.stack.path,
-        tags=["flagrelease-test/ascend-flagos:standin"],
+        tags=[f"flagrelease-test/{chip_id}-flagos:standin"],
         labels={},
         secrets={"ca_bundle": settings.build.ca_bundle},
         platform=cell.chip.platform,
         on_line=print,
         target="flagos",
     )
-    shown = docker_client.containers.run(
-        image, ["python3", "-m", "pip", "show", "flag-scale", "flag-gems"], entrypoint=[], remove=True
-    ).decode()
-    assert "Version: 0.8.0" in shown and "Version: 4.2.0" in shown
+    for package, version in expected.items():
+        shown = docker_client.containers.run(
+            image, ["python3", "-m", "pip", "show", package], entrypoint=[], remove=True
+        ).decode()
+        assert f"Version: {version}" in shown, shown
     env = docker_client.images.get(image).attrs["Config"]["Env"]
-    assert "SOC_VERSION=ascend910_9391" in env
+    assert f"SOC_VERSION={cell.chip.soc_version}" in env

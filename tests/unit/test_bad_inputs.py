@@ -307,6 +307,37 @@ CASES = [
         ["FLAGRELEASE_CA_BUNDLE is invalid", "is not a file"],
         env={"FLAGRELEASE_CA_BUNDLE": "/nonexistent/ca.pem"},
     ),
+    Case(
+        "launcher with one side",
+        m(setitem("chips.cpu.stack.launcher", {"name": "flagscale", "sides": {"native": {"USE_FLAGGEMS": "0"}}})),
+        ["chips.cpu.stack.launcher.sides", "declare the environment of both sides"],
+    ),
+    Case(
+        "launcher without a template",
+        lambda tmp: [
+            "render",
+            "-m",
+            "tiny-llama",
+            "-c",
+            "cpu",
+            "-f",
+            str(matrix_with(tmp, setitem("chips.cpu.stack.launcher", {"name": "sglang"}))),
+            "--out",
+            str(tmp / "ctx"),
+        ],
+        ["launcher 'sglang' has no template", "chips.cpu.stack.launcher.name"],
+    ),
+    Case(
+        "watch index not a URL",
+        lambda tmp: ["watch", "--index", "ftp://mirror.example.com/simple/"],
+        ["--index", "http(s) URL"],
+    ),
+    Case(
+        "watch index down",
+        lambda tmp: ["watch", "--index", "http://127.0.0.1:9/simple/", "--apply"],
+        ["the package index http://127.0.0.1:9/simple/ cannot be reached"],
+        code=3,
+    ),
 ]
 
 

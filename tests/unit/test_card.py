@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from flagrelease.baseline import load_baseline
-from flagrelease.cell_facts import served_name
+from flagrelease.cell_facts import pins, served_name
 from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
 from flagrelease.record import ReleaseRecord
@@ -339,3 +339,16 @@ def test_the_card_lists_the_operators_flaggems_recorded_on_each_side():
     assert native == "none."
     cpu, _ = card("cpu")  # no FlagGems in the stack: both sides are the same operators
     assert "This stack has no FlagGems" in cpu and "FlagGems operators recorded" not in cpu
+
+
+def test_a_vllm_launcher_card_says_how_its_sides_are_switched():
+    """A vllm-plugin-FL row's card: the flaggems side by FLAGRELEASE_SIDE and the declared variables,
+    not FlagScale's USE_FLAGGEMS switch and `flagscale serve`."""
+    fl = select(MATRIX, chip="ascend-a3-fl", model="qwen3-4b")[0]
+    rec = record(ASCEND) | {"pins": pins(fl), "chip": fl.chip_id, "cell": fl.slug}
+    text = render_card(typed(rec), fl, BASELINE)
+    assert "-e FLAGRELEASE_SIDE=flaggems" in text and "-e USE_FLAGGEMS" not in text
+    assert "flagscale serve" not in text and "`vllm` launcher" in text
+    assert "`VLLM_PLUGINS=fl` `USE_FLAGGEMS=1` `VLLM_FL_PREFER_ENABLED=true` `GEMS_VENDOR=ascend`" in text
+    assert "`VLLM_PLUGINS=ascend`" in text
+    assert "side of the run (`VLLM_PLUGINS=fl USE_FLAGGEMS=1 VLLM_FL_PREFER_ENABLED=true GEMS_VENDOR=ascend`)" in text

@@ -10,25 +10,31 @@ from dockerfile_parse import DockerfileParser
 from tests.conftest import ROOT, run_cli
 
 SEED_ROWS = {"ascend-a2", "ascend-a3", "ascend-a3-cann83", "nvidia-h100", "metax-c550", "cpu"}
+# The current FlagOS line (vllm-plugin-FL stacks), beside the seed rows.
+FL_ROWS = {"ascend-a2-fl", "ascend-a3-fl", "nvidia-h100-fl"}
+ASCEND_ROWS = ["ascend-a2", "ascend-a3", "ascend-a3-cann83", "ascend-a2-fl", "ascend-a3-fl"]
 
 
 def test_matrix_print_resolves_every_seed_row(tmp_path):
     proc = run_cli("matrix", "--print", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
-    assert {cell["chip"] for cell in plan} == SEED_ROWS
+    assert {cell["chip"] for cell in plan} == SEED_ROWS | FL_ROWS
     a3 = next(c for c in plan if c["cell"] == "qwen3-4b x ascend-a3")
     assert a3["image"].startswith("flagrelease/flagrelease-ascend-release-model_qwen3-4b-tree_none-gems_2.2-")
     assert a3["base_image"] == "quay.io/ascend/cann:8.2.rc1.alpha002-a3-ubuntu22.04-py3.11"
     assert a3["runtime"]["visible_devices_env"] == "ASCEND_RT_VISIBLE_DEVICES"
     assert a3["serve"]["serve"][0]["engine_args"]["served_model_name"] == "Qwen3-4B-ascend-flagos"
+    assert a3["launcher"]["name"] == "flagscale"
+    fl = next(c for c in plan if c["cell"] == "qwen3-4b x ascend-a3-fl")
+    assert fl["launcher"]["name"] == "vllm" and fl["launcher"]["sides"]["flaggems"]["VLLM_PLUGINS"] == "fl"
     assert all(cell["violations"] == [] for cell in plan)
     assert "prefect" not in proc.stderr.lower()
 
 
 def test_matrix_print_filters_by_vendor_and_model(tmp_path):
     proc = run_cli("matrix", "--print", "--chip", "ascend", "--model", "qwen3-4b", home=tmp_path)
-    assert [c["chip"] for c in json.loads(proc.stdout)] == ["ascend-a2", "ascend-a3", "ascend-a3-cann83"]
+    assert [c["chip"] for c in json.loads(proc.stdout)] == ASCEND_ROWS
 
 
 def test_matrix_table_shows_rule_status(tmp_path):
@@ -71,7 +77,7 @@ def test_render_refuses_a_vendor_family(tmp_path):
 def test_build_dry_run_prints_the_plan_and_builds_nothing(tmp_path):
     proc = run_cli("build", "--model", "qwen3-4b", "--chip", "ascend", "--dry-run", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert [c["chip"] for c in json.loads(proc.stdout)] == ["ascend-a2", "ascend-a3", "ascend-a3-cann83"]
+    assert [c["chip"] for c in json.loads(proc.stdout)] == ASCEND_ROWS
     assert not (tmp_path / "results").exists()
 
 
@@ -91,7 +97,7 @@ def test_help_is_fast_and_has_examples(tmp_path):
 def test_release_dry_run_plans_the_whole_matrix(tmp_path):
     proc = run_cli("release", "--dry-run", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert len(json.loads(proc.stdout)) == 16
+    assert len(json.loads(proc.stdout)) == 25
 
 
 def test_matrix_shows_a_cell_that_breaks_a_rule_and_exits_2(tmp_path):

@@ -43,6 +43,20 @@ CASES = [
     ("flaggems-backend", "cpu", {"stack": {"flaggems": "2.2"}}),
     ("vllm-engine-needs-vllm", "nvidia-h100", {"stack": {"vllm": "none"}}),
     ("visible-devices-env", "nvidia-h100", {"runtime": {"visible_devices_env": "ASCEND_RT_VISIBLE_DEVICES"}}),
+    # vllm-ascend's release table: v0.23.0 is CANN 9.1 and torch_npu 2.10 only.
+    ("vllm-ascend-supports-cann", "ascend-a3-fl", {"sdk": {"version": "9.0.0"}}),
+    ("vllm-ascend-supports-cann", "ascend-a3-cann83", {"stack": {"vllm": "0.23.0", "vllm_plugin": "0.23.0"}}),
+    ("vllm-ascend-pins-torch-npu", "ascend-a3-fl", {"stack": {"torch": "2.9.0", "torch_npu": "2.9.0"}}),
+    ("cuda-vllm-pins-torch", "nvidia-h100-fl", {"stack": {"torch": "2.10.0"}}),
+    ("cuda-vllm-pins-torch", "nvidia-h100", {"stack": {"vllm": "0.11.0"}}),
+    ("flagscale-launcher-needs-flagscale", "cpu", {"stack": {"flagscale": "none"}}),
+    ("vllm-launcher-serves-vllm", "nvidia-h100-fl", {"stack": {"engine": "sglang"}}),
+    (
+        "llama-server-launcher-serves-llama-cpp",
+        "cpu",
+        {"stack": {"engine": "vllm", "launcher": {"name": "llama-server"}}},
+    ),
+    ("vllm-plugin-fl-needs-flaggems", "nvidia-h100-fl", {"stack": {"flaggems": "none"}}),
 ]
 
 
@@ -67,6 +81,26 @@ def test_violation_names_cell_rule_and_pins():
     text = err.value.render()
     assert "qwen3-4b x ascend-a3" in text and "torch-npu-matches-torch" in text
     assert "stack.torch_npu=2.6.0rc1" in text and "stack.torch=2.5.1" in text
+
+
+def test_the_current_vllm_ascend_table():
+    """vllm-ascend's versioning policy: each release on one CANN line and one torch_npu line."""
+    tuples = [
+        ("0.18.0", "8.5.1", "2.9.0", "2.9.0.post1", "8.5.1-a3-ubuntu22.04-py3.11"),
+        ("0.20.2rc1", "9.0.0", "2.10.0", "2.10.0", "9.0.0-a3-ubuntu22.04-py3.11"),
+        ("0.23.0", "9.1.0", "2.10.0", "2.10.0.post4", "9.1.0-a3-ubuntu22.04-py3.12"),
+    ]
+    for plugin, cann, torch, torch_npu, base in tuples:
+        vllm = plugin.removesuffix("rc1")
+        row = cell(
+            "ascend-a3-fl",
+            sdk={"version": cann},
+            base={"image": f"quay.io/ascend/cann:{base}"},
+            stack={"torch": torch, "torch_npu": torch_npu, "vllm": vllm, "vllm_plugin": plugin, "python": base[-4:]},
+        )
+        assert broken(row) == set(), (plugin, broken(row))
+    # one CANN line too far either way
+    assert "vllm-ascend-supports-cann" in broken(cell("ascend-a3-cann83", sdk={"version": "8.5.1"}))
 
 
 def test_unknown_torch_npu_release_is_reported_not_passed():

@@ -98,7 +98,7 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path):
 def test_matrix_axis_naming_undefined_chip(tmp_path):
     data = project_matrix()
     data["matrix"]["chip"].append("ghost")
-    with pytest.raises(ConfigError, match=r"matrix.chip\[5\] names 'ghost', which is not defined under chips"):
+    with pytest.raises(ConfigError, match=r"matrix.chip\[8\] names 'ghost', which is not defined under chips"):
         load_matrix(write(tmp_path, data))
 
 
@@ -198,8 +198,8 @@ def test_one_override_is_merged_once_for_all_the_cells_it_extends(tmp_path):
         {"model": "qwen3-8b", "overrides": {"model": {"serve": {"engine_args": {"max_num_seqs": 2}}}}}
     )
     cells = [c for c in expand(load_matrix(write(tmp_path, data))) if c.model_id == "qwen3-8b"]
-    assert len(cells) == 5 and {c.model.serve.engine_args["max_num_seqs"] for c in cells} == {2}
-    assert len({id(c.model) for c in cells}) == 1  # validated once, shared by the five cells
+    assert len(cells) == 8 and {c.model.serve.engine_args["max_num_seqs"] for c in cells} == {2}
+    assert len({id(c.model) for c in cells}) == 1  # validated once, shared by the eight cells
     assert load_matrix(ROOT / "matrix.yaml").models["qwen3-8b"].serve.engine_args["max_num_seqs"] == 16
 
 

@@ -11,7 +11,7 @@ from flagrelease.errors import ConfigError
 from flagrelease.matrix import load_matrix, select
 from flagrelease.schema import Cell
 from flagrelease.settings import BuildSettings
-from flagrelease.steps.render import render_context, render_dockerfile
+from flagrelease.steps.render import render_context, render_dockerfile, render_launcher
 from tests.conftest import ROOT
 
 GOLDEN = ROOT / "tests/golden"
@@ -42,6 +42,45 @@ def test_dockerfile_matches_golden(cell, part):
     if os.environ.get("FLAGRELEASE_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("cell", ONE_CELL_PER_CHIP, ids=lambda c: c.chip_id)
+def test_launch_spec_matches_golden(cell):
+    """The launcher the image's entrypoint runs (serve/launch.json): its command and both sides'
+    environment. Regenerate with FLAGRELEASE_UPDATE_GOLDEN=1 and review the diff."""
+    text = render_launcher(cell, MATRIX).model_dump_json(indent=2) + "\n"
+    golden = GOLDEN / f"{cell.chip_id}--{cell.model_id}.launch.json"
+    if os.environ.get("FLAGRELEASE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_launchers_switch_sides_by_their_declared_environment():
+    """The seed rows keep FlagScale's switch; the vllm-plugin-FL rows declare the plugin's."""
+    seed = render_launcher(select(MATRIX, chip="ascend-a3", model="qwen3-4b")[0], MATRIX)
+    assert seed.mode == "flagscale" and seed.command[:3] == ["flagscale", "serve", "qwen3-4b"]
+    assert seed.sides == {"native": {"USE_FLAGGEMS": "false"}, "flaggems": {"USE_FLAGGEMS": "true"}}
+    fl = render_launcher(select(MATRIX, chip="ascend-a3-fl", model="qwen3-4b")[0], MATRIX)
+    assert fl.mode == "foreground" and fl.launcher == "vllm"
+    # CANN's environment first, then bash becomes `vllm serve` with FlagScale's flag rule
+    assert fl.command[:2] == ["bash", "-c"] and fl.command[2].startswith("source /usr/local/Ascend/")
+    argv = fl.command[4:]
+    assert argv[:3] == ["vllm", "serve", "/data/weights/Qwen3-4B"]
+    assert "--enforce-eager" in argv and argv[argv.index("--max-model-len") + 1] == "35536"
+    assert fl.sides["native"]["VLLM_PLUGINS"] == "ascend" and fl.sides["flaggems"]["VLLM_PLUGINS"] == "fl"
+    assert fl.sides["flaggems"]["USE_FLAGGEMS"] == "1" and fl.sides["flaggems"]["GEMS_VENDOR"] == "ascend"
+
+
+def test_a_launcher_without_a_template_names_the_key_and_the_known_ones(tmp_path):
+    matrix, cell = cpu_cell()
+    stack = cell.chip.stack.model_copy(
+        update={"launcher": cell.chip.stack.launcher.model_copy(update={"name": "sglang"})}
+    )
+    odd = cell.model_copy(update={"chip": cell.chip.model_copy(update={"stack": stack})})
+    with pytest.raises(ConfigError) as err:
+        render_launcher(odd, matrix)
+    assert "chips.cpu.stack.launcher.name" in err.value.where
+    assert "flagscale" in err.value.fix and "vllm" in err.value.fix
 
 
 @pytest.mark.parametrize("cell", ONE_CELL_PER_CHIP, ids=lambda c: c.chip_id)
@@ -139,7 +178,12 @@ def test_context_hash_tracks_content(tmp_path):
     two = render_context(cell, matrix, SETTINGS, tmp_path / "b")
     assert one.stack.context_hash == two.stack.context_hash and one.model.context_hash == two.model.context_hash
     assert set(one.stack.files) == {"Dockerfile", "flagrelease-serve.py", "flagscale-serve-deps.txt"}
-    assert set(one.model.files) == {"Dockerfile", "serve/conf/serve.yaml", "serve/conf/serve/tiny-llama.yaml"}
+    assert set(one.model.files) == {
+        "Dockerfile",
+        "serve/conf/serve.yaml",
+        "serve/conf/serve/tiny-llama.yaml",
+        "serve/launch.json",
+    }
     mirrored = render_context(
         cell, matrix, SETTINGS.model_copy(update={"apt_mirror": "http://m/debian"}), tmp_path / "c"
     )

@@ -46,9 +46,9 @@ def test_base_mirror_rewrite():
 
 def test_run_options_mount_weights_read_only_and_take_chip_env(tmp_path):
     cell = select(load_matrix(ROOT / "matrix.yaml"), chip="cpu", model="tiny-llama")[0]
-    options = run_options(cell, tmp_path, use_flaggems=True)
+    options = run_options(cell, tmp_path, side="flaggems")
     assert options.volumes == {str(tmp_path.resolve()): {"bind": "/data/weights/tiny-llama", "mode": "ro"}}
-    assert options.env == {"OMP_NUM_THREADS": "2", "USE_FLAGGEMS": "true"}
+    assert options.env == {"OMP_NUM_THREADS": "2", "FLAGRELEASE_SIDE": "flaggems"}
     assert options.port == 9010
 
 
