@@ -293,6 +293,19 @@ def provenance_inputs_task(
     return provenance.build_inputs(client, matrix_path, matrix, cell, ctx, base, parameters, settings.build)
 
 
+class _Attacher:
+    """publish's `attach`: the run's SBOM and provenance onto the digest it is given; what it attached."""
+
+    def __init__(self, registry: str, repository: str, run_dir: Path, record: ReleaseRecord, inputs: BuildInputs):
+        self.where, self.run_dir, self.record, self.inputs = (registry, repository), run_dir, record, inputs
+        self.attached: dict[str, Attestation] = {}
+
+    def __call__(self, digest: str) -> None:
+        registry, repository = self.where
+        documents = attest.attach_documents(registry, repository, digest, self.run_dir, self.record, self.inputs, _log)
+        self.attached.update(documents)
+
+
 @task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
 def push_task(
     image: ImageRef,
@@ -306,11 +319,7 @@ def push_task(
     run_dir: Path,
 ) -> tuple[PublishResult, dict[str, Attestation]]:
     """Push, attach the SBOM and provenance to the pushed digest, then move the aliases."""
-    attached: dict[str, Attestation] = {}
-
-    def attach(digest: str) -> None:
-        attached.update(attest.attach_documents(registry, repository, digest, run_dir, record, inputs, _log))
-
+    attach = _Attacher(registry, repository, run_dir, record, inputs)
     result = publish.push_release(
         docker_engine.connect(),
         image.image_id,
@@ -322,7 +331,7 @@ def push_task(
         key=key,
         attach=attach,
     )
-    return result, attached
+    return result, attach.attached
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
@@ -338,17 +347,13 @@ def stage_task(
     run_dir: Path,
 ) -> tuple[StagedImage, dict[str, Attestation]]:
     """Stage a set member, with its SBOM and provenance attached to the staged digest."""
-    attached: dict[str, Attestation] = {}
-
-    def attach(digest: str) -> None:
-        attached.update(attest.attach_documents(registry, repository, digest, run_dir, record, inputs, _log))
-
+    attach = _Attacher(registry, repository, run_dir, record, inputs)
     item = publish.PublishItem(
         image_id=image.image_id, repository=repository, tag=tag, aliases=aliases, key_tag=naming.key_tag(key)
     )
     staged = publish.stage(docker_engine.connect(), item, registry, on_line=_log, attach=attach)
-    artifacts = [a.manifest_digest for a in attached.values() if a.manifest_digest]
-    return staged.model_copy(update={"artifacts": artifacts}), attached
+    artifacts = [a.manifest_digest for a in attach.attached.values() if a.manifest_digest]
+    return staged.model_copy(update={"artifacts": artifacts}), attach.attached
 
 
 @task(name="reports", cache_policy=NO_CACHE)
