@@ -10,6 +10,7 @@ from flagrelease.adapters import docker_engine
 from flagrelease.adapters.local_registry import LocalRegistry
 from tests.conftest import free_port, parse_json_stdout, run_cli
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop
+from tests.prefect_server import prefect_server
 from tests.token_issuer import Grant, TokenIssuer
 
 S3_BUCKET = "flagrelease-test-reports"
@@ -25,6 +26,30 @@ READER, READER_PASSWORD = "reader", f"reader-pw-{uuid.uuid4().hex}"
 def docker_client():
     """The real Docker Engine; the suite fails (does not skip) when it is down."""
     return docker_engine.connect()
+
+
+@pytest.fixture(scope="module")
+def prefect_env(request, tmp_path_factory):
+    """A real Prefect server for this module only, and the environment that points a run at it."""
+    home = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "-prefect")
+    with prefect_server(home) as url:
+        yield {"PREFECT_API_URL": url, "PREFECT_HOME": str(home / "client")}
+
+
+@pytest.fixture
+def repository(request):
+    """A repository of its own under the module's `REPO_PREFIX`."""
+    return request.module.REPO_PREFIX + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def no_local_tags_left(request, docker_client):
+    """Removes the local tags the test left under the module's `REPO_PREFIX` (layers stay)."""
+    yield
+    for image in docker_client.images.list():
+        for ref in image.tags:
+            if request.module.REPO_PREFIX in ref:
+                docker_client.images.remove(ref, noprune=True)
 
 
 @pytest.fixture(scope="session")

@@ -40,18 +40,11 @@ from flows.fleet import cell_slot
 from tests.conftest import free_port
 from tests.integration.faults import FaultRun, check_invariants, containers, registry_uploads
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, start_moto, stop
-from tests.prefect_server import prefect_server, stop_group
+from tests.prefect_server import stop_group
 
 DRIVER = [sys.executable, str(Path(__file__).with_name("stage_driver.py"))]
 STAGES = ["preflight", "build", "smoke", "bench", "gate", "publish", "report"]
 WAIT = 600  # no wait in this module is unbounded; a stage is reached well within this
-
-
-@pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("faults-prefect")
-    with prefect_server(home) as url:
-        yield {"PREFECT_API_URL": url, "PREFECT_HOME": str(home / "client")}
 
 
 @pytest.fixture
