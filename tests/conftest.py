@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import yaml
 
@@ -44,9 +45,21 @@ def _cli_env(home: Path, extra_env: dict[str, str] | None) -> dict[str, str]:
 
 
 def run_cli(*args: str, home: Path, timeout: float = 900, extra_env: dict[str, str] | None = None):
-    """Run the installed `flagrelease` console script as a user would."""
+    """Run the installed `flagrelease` console script as a user would. Past `timeout` it gets
+    SIGTERM first, as a CI would send it, so that it removes its containers before it goes."""
     env = _cli_env(home, extra_env)
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    with subprocess.Popen([CLI, *args], stdout=PIPE, stderr=PIPE, text=True, env=env, cwd=ROOT) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                stdout, stderr = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            raise subprocess.TimeoutExpired(proc.args, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def start_cli(*args: str, home: Path, log: Path) -> subprocess.Popen:
