@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -136,12 +135,10 @@ def _release_cells(
                 return
         except FlagReleaseError as err:
             fail(err, as_json)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The embedded server's start needs more than Prefect's 20 s on a busy 2-core build host.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     # Prefect loads here, not at start-up.
     from flows import stopping
     from flows.console_logging import HideHandledFailures
+    from flows.local_server import local_server
     from flows.release_matrix import release_matrix
 
     stopping.install()  # SIGTERM (a cancelled CI job) and SIGINT stop every cell cleanly
@@ -149,7 +146,10 @@ def _release_cells(
     try:
         # --progress tty asked for on a stream that is no terminal: draw all the same.
         console = err_console if err_console.is_terminal else Console(stderr=True, markup=False, force_terminal=True)
-        with live_progress(console, HideHandledFailures()) if mode == "tty" else nullcontext():
+        with (
+            local_server(load_settings().home / "prefect-server.log"),
+            live_progress(console, HideHandledFailures()) if mode == "tty" else nullcontext(),
+        ):
             outcomes = release_matrix(
                 model=model,
                 chip=chip,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -60,13 +59,13 @@ def watch_cmd(
                 fix="give the simple index's URL, e.g. https://pypi.org/simple/",
             )
         if build:
-            os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-            os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-            from flows.watch_upstream import watch_upstream  # Prefect loads here, not at start-up
+            from flows.local_server import local_server  # Prefect loads here, not at start-up
+            from flows.watch_upstream import watch_upstream
 
-            report = watch_upstream(
-                matrix=str(matrix_file.source), index=url, build=True, apply=apply, registry=registry, push=push
-            )
+            with local_server(settings.home / "prefect-server.log"):
+                report = watch_upstream(
+                    matrix=str(matrix_file.source), index=url, build=True, apply=apply, registry=registry, push=push
+                )
         else:
             from flagrelease.steps import watch as watch_step
 
