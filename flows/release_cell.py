@@ -300,10 +300,11 @@ class _Attacher:
         self.where, self.run_dir, self.record, self.inputs = (registry, repository), run_dir, record, inputs
         self.attached: dict[str, Attestation] = {}
 
-    def __call__(self, digest: str) -> None:
+    def __call__(self, digest: str) -> list[str]:
         registry, repository = self.where
         documents = attest.attach_documents(registry, repository, digest, self.run_dir, self.record, self.inputs, _log)
         self.attached.update(documents)
+        return [a.manifest_digest for a in documents.values() if a.manifest_digest]
 
 
 @task(name="push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, retry_condition_fn=_retry_push)
@@ -351,9 +352,7 @@ def stage_task(
     item = publish.PublishItem(
         image_id=image.image_id, repository=repository, tag=tag, aliases=aliases, key_tag=naming.key_tag(key)
     )
-    staged = publish.stage(docker_engine.connect(), item, registry, on_line=_log, attach=attach)
-    artifacts = [a.manifest_digest for a in attach.attached.values() if a.manifest_digest]
-    return staged.model_copy(update={"artifacts": artifacts}), attach.attached
+    return publish.stage(docker_engine.connect(), item, registry, on_line=_log, attach=attach), attach.attached
 
 
 @task(name="reports", cache_policy=NO_CACHE)

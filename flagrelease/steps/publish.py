@@ -72,16 +72,17 @@ def push_release(
     aliases: Sequence[str] = (),
     on_line=print,
     key: str | None = None,
-    attach: Callable[[str], None] | None = None,
+    attach: Callable[[str], Sequence[str]] | None = None,
 ) -> PublishResult:
     """Push `image_id` as registry/repository:tag, then point the aliases and the key tag
     (`key-<key>`, when a release key is given) at it.
 
     `attach(digest)` runs between the verified push and the aliases (the SBOM and provenance
-    of the digest). `repository` excludes the registry host. The release is complete once
-    its key tag is set; a failure (of the push, the attaching or an alias) or an interrupt
-    (SIGTERM, Ctrl-C) before that removes the release tag again (and the aliases already
-    moved to it), so the registry never serves a release tag its record does not call released.
+    of the digest) and returns the manifest digests of what it attached. `repository` excludes
+    the registry host. The release is complete once its key tag is set; a failure (of the push,
+    the attaching or an alias) or an interrupt (SIGTERM, Ctrl-C) before that removes the
+    release tag again, the aliases already moved to it and the documents attached to it, so
+    the registry never serves a release, or documents of one, its record does not call released.
     """
     started = time.monotonic()
     item = PublishItem(
@@ -92,19 +93,20 @@ def push_release(
     with RegistryClient(registry, credentials) as api:
         api.check()
         _refuse_existing(api, item)
+        attached = _Attached()
         try:
             digest = _push(client, api, credentials, item, item.tag, on_line)
-            if attach is not None:
-                attach(digest)
+            attached.run(attach, digest)
             _move_aliases(api, item, digest, on_line)
         except BaseException:
+            attached.undo(api, item, on_line)
             _undo_push(api, item, item.tag, on_line)
             raise
     return _result(registry, item, digest, started)
 
 
 def stage(
-    client, item: PublishItem, registry: str, on_line=print, attach: Callable[[str], None] | None = None
+    client, item: PublishItem, registry: str, on_line=print, attach: Callable[[str], Sequence[str]] | None = None
 ) -> StagedImage:
     """Push an image of a set under `staging-<tag>`: in the registry, verified, not yet released.
 
@@ -120,11 +122,12 @@ def stage(
     with RegistryClient(registry, credentials) as api:
         api.check()
         _refuse_existing(api, item)
+        attached = _Attached()
         try:
             digest = _push(client, api, credentials, item, staging, on_line)
-            if attach is not None:
-                attach(digest)
+            attached.run(attach, digest)
         except BaseException:
+            attached.undo(api, item, on_line)
             _undo_push(api, item, staging, on_line)
             raise
         finally:
@@ -136,6 +139,7 @@ def stage(
         aliases=item.aliases,
         key_tag=item.key_tag,
         digest=digest,
+        artifacts=attached.artifacts,
     )
 
 
@@ -280,6 +284,25 @@ def _push(client, api: RegistryClient, credentials: RegistryCredentials, item: P
         raise
     _verify(api, item.repository, tag, digest, "the push")
     return digest
+
+
+class _Attached:
+    """What `attach` put onto a pushed digest, so that a push that does not finish takes it back."""
+
+    def __init__(self) -> None:
+        self.digest: str | None = None
+        self.artifacts: list[str] = []
+
+    def run(self, attach: Callable[[str], Sequence[str]] | None, digest: str) -> None:
+        if attach is not None:
+            self.digest, self.artifacts = digest, list(attach(digest))
+
+    def undo(self, api: RegistryClient, item: PublishItem, on_line) -> None:
+        """Best effort, before the manifest goes: documents of a release that did not happen."""
+        if self.digest is None:
+            return
+        for left in attest.detach_documents(api.registry, item.repository, self.digest, self.artifacts, on_line):
+            on_line(f"could not remove {left}")
 
 
 def _undo_push(api: RegistryClient, item: PublishItem, tag: str, on_line) -> None:

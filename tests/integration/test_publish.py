@@ -15,6 +15,7 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
+from flagrelease.adapters import oci_artifacts
 from flagrelease.adapters.local_registry import LocalRegistry
 from flagrelease.adapters.registry import RegistryClient
 from flagrelease.adapters.registry_auth import RegistryCredentials, resolve_credentials
@@ -25,7 +26,9 @@ from tests.integration.conftest import REGISTRY_PASSWORD, REGISTRY_USER
 
 USER, PASSWORD = REGISTRY_USER, REGISTRY_PASSWORD  # of the session's htpasswd registry (`auth_registry`)
 REPO_PREFIX = "flagrelease/publish-test-"
+pytestmark = pytest.mark.usefixtures("no_local_tags_left")
 TAG, NEXT_TAG = "2601010000", "2601010001"
+SBOM_TYPE = "application/vnd.cyclonedx+json"
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +59,6 @@ def admin(auth_registry):
     """A client with the right password, to look at the registry whatever the test did."""
     with RegistryClient(auth_registry.address, RegistryCredentials(username=USER, password=SecretStr(PASSWORD))) as api:
         yield api
-
-
-@pytest.fixture
-def repository():
-    return REPO_PREFIX + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(autouse=True)
-def no_local_tags_left(docker_client):
-    yield
-    for image in docker_client.images.list():
-        for ref in image.tags:
-            if REPO_PREFIX in ref:
-                docker_client.images.remove(ref, noprune=True)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +152,47 @@ def test_a_failed_attach_fails_the_release_before_aliases_and_key(
         )
     assert len(seen) == 1
     assert admin.tags(repository) == []
+
+
+def test_an_interrupt_after_the_attach_takes_the_documents_back(
+    docker_client, released, auth_registry, admin, login, repository, tmp_path
+):
+    """Ctrl-C while the aliases move, after a real SBOM was attached: the release tag, the
+    aliases and the SBOM (and its fallback referrers tag) all go; nothing of the run is served."""
+    login(PASSWORD)
+    document = tmp_path / "sbom.cdx.json"
+    document.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": []}))
+    attached: list[str] = []
+
+    def attach(digest: str) -> list[str]:
+        creds = resolve_credentials(auth_registry.address)
+        manifest, _ = oci_artifacts.attach(
+            auth_registry.address, creds, repository, digest, document, SBOM_TYPE, "sbom", {}
+        )
+        attached.append(manifest)
+        return attached
+
+    def interrupted_while_tagging(line: str) -> None:
+        if line.startswith("tagging") and not lines:
+            lines.append(line)
+            raise KeyboardInterrupt
+
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        publish.push_release(
+            docker_client,
+            released["image_id"],
+            auth_registry.address,
+            repository,
+            TAG,
+            aliases=["latest"],
+            key="0" * 64,
+            attach=attach,
+            on_line=interrupted_while_tagging,
+        )
+    assert len(attached) == 1 and lines, "the interrupt did not come after the attach"
+    assert admin.tags(repository) == []  # no release tag, no alias, no `sha256-…` referrers tag
+    assert admin.manifest_digest(repository, attached[0]) is None
 
 
 def test_the_flow_call_without_aliases_still_works(docker_client, released, auth_registry, admin, login, repository):

@@ -52,33 +52,12 @@ from tests.integration.conftest import (
     RELEASER_PASSWORD,
 )
 from tests.integration.faults import FaultRun, check_invariants
-from tests.prefect_server import prefect_server
 from tests.token_issuer import Grant, TokenIssuer
 
 REPO_PREFIX = "flagrelease/auth-test-"
+pytestmark = pytest.mark.usefixtures("no_local_tags_left")
 TAG = "2601020000"
 SBOM_TYPE = "application/vnd.cyclonedx+json"
-
-
-@pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("auth-prefect")
-    with prefect_server(home) as url:
-        yield {"PREFECT_API_URL": url, "PREFECT_HOME": str(home / "client")}
-
-
-@pytest.fixture
-def repository():
-    return REPO_PREFIX + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(autouse=True)
-def no_local_tags_left(docker_client):
-    yield
-    for image in docker_client.images.list():
-        for ref in image.tags:
-            if REPO_PREFIX in ref:
-                docker_client.images.remove(ref, noprune=True)
 
 
 @pytest.fixture
@@ -131,11 +110,12 @@ def test_the_release_path_works(
     document.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": []}))
     attached: dict[str, str] = {}
 
-    def attach(digest: str) -> None:
+    def attach(digest: str) -> list[str]:
         creds = resolve_credentials(registry)
         attached["sbom"] = oci_artifacts.attach(
             registry, creds, repository, digest, document, SBOM_TYPE, "sbom", {"org.flagos.kind": "sbom"}
         )[0]
+        return [attached["sbom"]]
 
     # Before the build, as the flow's registry stage asks: reachable, credentials accepted, push allowed.
     assert publish.resolve_registry(load_settings(registry=registry), [repository]) == registry

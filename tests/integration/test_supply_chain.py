@@ -332,17 +332,13 @@ def test_a_set_member_is_attested_when_staged_and_a_roll_back_removes_only_its_d
                 "sbom": attest.make_sbom(docker_client, record.image, matrix.release.sbom, run_dir, labels=labels)
             }
             attached: dict = {}
+
+            def attach(digest: str) -> list[str]:
+                attached.update(attest.attach_documents(reg.address, repo, digest, run_dir, member, inputs, print))
+                return [a.manifest_digest for a in attached.values()]
+
             item = publish.PublishItem(image_id=released["image_id"], repository=repo, tag=tag, aliases=[])
-            staged = publish.stage(
-                docker_client,
-                item,
-                reg.address,
-                on_line=print,
-                attach=lambda d: attached.update(
-                    attest.attach_documents(reg.address, repo, d, run_dir, member, inputs, print)
-                ),
-            )
-            return staged.model_copy(update={"artifacts": [a.manifest_digest for a in attached.values()]}), attached
+            return publish.stage(docker_client, item, reg.address, on_line=print, attach=attach), attached
 
         def runs_attached(api) -> list[str]:
             return sorted(
