@@ -55,14 +55,16 @@ def test_perf_sweep_against_the_real_engine(served, cell):
             # The client sees the server's work plus transport: never less.
             assert trace.ttft_s * 1000 >= trace.timings["prompt_ms"]
             assert trace.latency_s * 1000 >= server_ms
-    # Client TPOT against the server's own per-token time: within a factor of two at the median
-    # (tokens arrive in bursts on a busy 2-core host, so single requests vary more).
+    # Client TPOT against the server's own per-token time, at the median: never much below it
+    # (tokens cannot arrive faster than made), and above it by transport and by this 2-core
+    # host's other work (under a CI's load, streamed tokens arrive in bursts);
+    # a TPOT taken over the wrong token count would be off by 24x.
     ratios = [
         ((t.latency_s - t.ttft_s) / (t.output_len - 1) * 1000) / (t.timings["predicted_ms"] / t.timings["predicted_n"])
         for level in results
         for t in level.traces
     ]
-    assert 0.5 <= statistics.median(ratios) <= 2.0
+    assert 0.5 <= statistics.median(ratios) <= 4.0, ratios
 
 
 def test_perf_plot_is_a_png(served, cell, tmp_path):
