@@ -124,6 +124,21 @@ def test_publish_with_auth_sets_release_tag_then_aliases(
     assert_no_secret(result, "\n".join(lines))
 
 
+def release_with(docker_client, released, registry, repository, attach, on_line) -> None:
+    """A release with an alias and a key tag, as the flow pushes it, and the given `attach`."""
+    publish.push_release(
+        docker_client,
+        released["image_id"],
+        registry.address,
+        repository,
+        TAG,
+        aliases=["latest"],
+        key="0" * 64,
+        attach=attach,
+        on_line=on_line,
+    )
+
+
 def test_a_failed_attach_fails_the_release_before_aliases_and_key(
     docker_client, released, auth_registry, admin, login, repository
 ):
@@ -139,17 +154,7 @@ def test_a_failed_attach_fails_the_release_before_aliases_and_key(
         raise ServiceError("the registry refused the SBOM", where=auth_registry.address)
 
     with pytest.raises(ServiceError, match="refused the SBOM"):
-        publish.push_release(
-            docker_client,
-            released["image_id"],
-            auth_registry.address,
-            repository,
-            TAG,
-            aliases=["latest"],
-            key="0" * 64,
-            attach=attach,
-            on_line=lambda line: None,
-        )
+        release_with(docker_client, released, auth_registry, repository, attach, on_line=lambda line: None)
     assert len(seen) == 1
     assert admin.tags(repository) == []
 
@@ -179,17 +184,7 @@ def test_an_interrupt_after_the_attach_takes_the_documents_back(
 
     lines: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        publish.push_release(
-            docker_client,
-            released["image_id"],
-            auth_registry.address,
-            repository,
-            TAG,
-            aliases=["latest"],
-            key="0" * 64,
-            attach=attach,
-            on_line=interrupted_while_tagging,
-        )
+        release_with(docker_client, released, auth_registry, repository, attach, on_line=interrupted_while_tagging)
     assert len(attached) == 1 and lines, "the interrupt did not come after the attach"
     assert admin.tags(repository) == []  # no release tag, no alias, no `sha256-…` referrers tag
     assert admin.manifest_digest(repository, attached[0]) is None
