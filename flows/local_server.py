@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flagrelease.adapters.loopback import free_port
 from flagrelease.errors import ServiceError
 
 PR_SET_PDEATHSIG = 1
@@ -43,7 +43,7 @@ def local_server(log: Path) -> Iterator[None]:
     if PREFECT_API_URL.value():
         yield
         return
-    port = _free_port()
+    port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -84,12 +84,6 @@ def _everywhere():
 def _end_with_parent() -> None:
     """In the child, before exec: SIGTERM when the process that started it dies (Linux)."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:

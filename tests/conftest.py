@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from subprocess import PIPE
 
 import yaml
+
+from flagrelease.adapters.loopback import free_port  # noqa: F401 (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "flagrelease")
@@ -32,12 +33,6 @@ def write_matrix(directory: Path, data: dict) -> Path:
     path = directory / "matrix.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cli_env(home: Path, extra_env: dict[str, str] | None) -> dict[str, str]:
